@@ -1,0 +1,78 @@
+"""The ``premier`` command: ``premier check FILE`` validates a configuration; ``premier serve FILE`` runs it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from premier.config import FeaturesConfig, GatewayConfig
+from premier.errors import ConfigError
+
+__all__ = ["describe_features", "main"]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _describe(name: str, feature: Any) -> str:
+    if name == "cache":
+        return f"cache({_seconds(feature.expire_s) if feature.expire_s else 'no expiry'})"
+    if name == "rate_limit":
+        return f"rate_limit({feature.quota}/{_seconds(feature.duration)} {feature.algorithm}, per {feature.key})"
+    if name == "timeout":
+        return f"timeout({_seconds(feature.seconds)})"
+    if name == "retry":
+        return f"retry({feature.max_attempts} attempts)"
+    if name == "circuit_breaker":
+        return f"circuit_breaker({feature.failure_threshold} failures, {_seconds(feature.recovery_timeout)})"
+    return f"monitoring(log over {_seconds(feature.log_threshold)})"
+
+
+def describe_features(features: FeaturesConfig) -> str:
+    """One line naming a policy's features and their main settings."""
+    parts = [_describe(name, value) for name, value in features.enabled().items()]
+    return " ".join(parts) or "no features"
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        config = GatewayConfig.from_file(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"ok: {args.file} (keyspace {config.keyspace!r}, {len(config.paths)} path polic{'y' if len(config.paths) == 1 else 'ies'})")
+    width = max((len(p.pattern) for p in config.paths), default=0)
+    for path in config.paths:
+        print(f"  {path.pattern:<{width}}  {describe_features(config.features_for(path))}")
+    print(f"  {'(other paths)':<{width}}  {describe_features(config.features_for(None))}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from premier.server import serve
+
+    return serve(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="premier", description="Premier API gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="validate a gateway configuration file")
+    check.add_argument("file")
+    check.set_defaults(run=_check)
+    serve = commands.add_parser("serve", help="run the gateway for a configuration file")
+    serve.add_argument("file")
+    serve.add_argument("--app", help="plugin mode: the ASGI app to wrap, as module:attribute (or path/to/file.py:attribute)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

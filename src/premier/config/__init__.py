@@ -1,0 +1,29 @@
+"""Premier's configuration: a typed, frozen schema and the loaders that validate YAML into it."""
+
+from premier.config.schema import (
+    ALGORITHMS,
+    CacheConfig,
+    CircuitBreakerConfig,
+    FeaturesConfig,
+    GatewayConfig,
+    MonitoringConfig,
+    PathConfig,
+    RateLimitConfig,
+    RetryConfig,
+    ServerConfig,
+    TimeoutConfig,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "CacheConfig",
+    "CircuitBreakerConfig",
+    "FeaturesConfig",
+    "GatewayConfig",
+    "MonitoringConfig",
+    "PathConfig",
+    "RateLimitConfig",
+    "RetryConfig",
+    "ServerConfig",
+    "TimeoutConfig",
+]

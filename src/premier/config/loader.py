@@ -1,0 +1,283 @@
+"""Turning YAML text, files and mappings into a validated :class:`GatewayConfig`.
+
+Validation is driven by the dataclasses in ``schema.py``: their type hints say what each field accepts,
+their metadata which checks apply. Every problem is collected (not only the first) and reported with the
+field's path, e.g. ``premier.paths[1].features.rate_limit.quota: must be greater than 0, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from premier.config.schema import FeaturesConfig, GatewayConfig, ServerConfig
+from premier.errors import ConfigError, ConfigIssue
+
+__all__ = ["build", "load_dict", "load_file", "load_yaml"]
+
+_INVALID: Any = object()
+_ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _EnvStr(str):
+    """A string produced by ``${VAR}`` substitution: numeric and boolean fields may parse it."""
+
+
+def load_file(path: str | os.PathLike[str]) -> GatewayConfig:
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file: {exc.strerror or exc}", source=source) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file is not UTF-8 text ({exc.reason})", source=source) from exc
+    return load_yaml(text, source=source)
+
+
+def load_yaml(text: str, *, source: str | None = None) -> GatewayConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        reason = " ".join(filter(None, [exc.context, exc.problem]))
+        raise ConfigError(ConfigIssue(where, f"YAML syntax error: {reason}"), source=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML syntax error: {exc}", source=source) from None
+    return load_dict(data, source=source)
+
+
+def load_dict(data: Any, *, source: str | None = None) -> GatewayConfig:
+    issues: list[ConfigIssue] = []
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"the configuration must be a mapping with a top-level 'premier:' key, got {_kind(data)}",
+            source=source,
+        )
+    _reject_unknown(data, ("premier",), "", issues)
+    if "premier" not in data:
+        issues.append(ConfigIssue("premier", "required top-level key is missing"))
+        raise ConfigError(issues, source=source)
+    body = data["premier"]
+    if body is None:
+        body = {}
+    body = _substitute_env(body, "premier", issues)
+    config = _convert(body, GatewayConfig, "premier", issues)
+    if issues:
+        raise ConfigError(issues, source=source)
+    return typing.cast(GatewayConfig, config)
+
+
+def _substitute_env(value: Any, path: str, issues: list[ConfigIssue]) -> Any:
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+
+        def replace(match: re.Match[str]) -> str:
+            escaped, name, default = match.groups()
+            if escaped:
+                return match.group(0)[1:]
+            found = os.environ.get(name)
+            if found is None or (found == "" and default is not None):
+                if default is None:
+                    issues.append(ConfigIssue(path, f"environment variable {name} is not set (and no ${{{name}:-default}})"))
+                    return ""
+                return default
+            return found
+
+        return _EnvStr(_ENV_REF.sub(replace, value))
+    if isinstance(value, Mapping):
+        return {k: _substitute_env(v, f"{path}.{k}", issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, f"{path}[{i}]", issues) for i, v in enumerate(value)]
+    return value
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _reject_unknown(data: Mapping[Any, Any], known: tuple[str, ...], path: str, issues: list[ConfigIssue]) -> None:
+    for key in data:
+        if key in known:
+            continue
+        where = f"{path}.{key}" if path else str(key)
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid fields: {', '.join(known)}"
+        issues.append(ConfigIssue(where, f"unknown field{hint}"))
+
+
+def _convert(value: Any, tp: Any, path: str, issues: list[ConfigIssue]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return _convert_union(value, typing.get_args(tp), path, issues)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        issues.append(ConfigIssue(path, f"must be one of {', '.join(map(repr, choices))}, got {_kind(value)}{hint}"))
+        return _INVALID
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            issues.append(ConfigIssue(path, f"must be a list, got {_kind(value)}"))
+            return _INVALID
+        items = tuple(_convert(v, item_type, f"{path}[{i}]", issues) for i, v in enumerate(value))
+        return _INVALID if _INVALID in items else items
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(value, typing.cast(type, tp), path, issues)
+    return _convert_scalar(value, tp, path, issues)
+
+
+def _convert_union(value: Any, members: tuple[Any, ...], path: str, issues: list[ConfigIssue]) -> Any:
+    if value is None:
+        if type(None) in members:
+            return None
+        issues.append(ConfigIssue(path, "must not be null"))
+        return _INVALID
+    candidates = [m for m in members if m is not type(None)]
+    if len(candidates) == 1:
+        return _convert(value, candidates[0], path, issues)
+    # Pick the member that fits the value's shape, so the error speaks of the right type.
+    for member in candidates:
+        if _shape_fits(value, member):
+            return _convert(value, member, path, issues)
+    names = " or ".join(_type_name(m) for m in candidates)
+    issues.append(ConfigIssue(path, f"must be {names}, got {_kind(value)}"))
+    return _INVALID
+
+
+def _shape_fits(value: Any, tp: Any) -> bool:
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, Mapping)
+    if typing.get_origin(tp) is tuple:
+        return isinstance(value, (list, tuple))
+    if tp is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or isinstance(value, _EnvStr)
+    if tp is str:
+        return isinstance(value, str)
+    return False
+
+
+def _type_name(tp: Any) -> str:
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(tp, str(tp))
+
+
+def _convert_scalar(value: Any, tp: Any, path: str, issues: list[ConfigIssue]) -> Any:
+    if isinstance(value, _EnvStr) and tp is not str:
+        value = _parse_env(value, tp)
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        issues.append(ConfigIssue(path, f"must be {_type_name(tp)}, got {_kind(value)}"))
+        return _INVALID
+    if tp is float:
+        return float(value)
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _parse_env(value: str, tp: Any) -> Any:
+    text = value.strip()
+    try:
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+    except ValueError:
+        return value
+    if tp is bool and text.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        return text.lower() in ("true", "yes", "on", "1")
+    return value
+
+
+def _convert_dataclass(value: Any, cls: type, path: str, issues: list[ConfigIssue]) -> Any:
+    if cls is ServerConfig:
+        if isinstance(value, str):
+            value = {"url": value}
+        elif not isinstance(value, Mapping):
+            issues.append(ConfigIssue(path, f"must be a URL or a mapping with 'url' and 'weight', got {_kind(value)}"))
+            return _INVALID
+    if not isinstance(value, Mapping):
+        issues.append(ConfigIssue(path, f"must be a mapping, got {_kind(value)}"))
+        return _INVALID
+    fields = [f for f in dataclasses.fields(cls) if f.init and not (cls is FeaturesConfig and f.name == "disabled")]
+    names = tuple(f.name for f in fields)
+    before = len(issues)
+    _reject_unknown(value, names, path, issues)
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in fields:
+        where = f"{path}.{f.name}"
+        if f.name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                issues.append(ConfigIssue(where, "required field is missing"))
+            continue
+        raw = value[f.name]
+        if cls is FeaturesConfig and raw is None:
+            continue  # `feature: null` switches a default off; recorded in `disabled` below
+        converted = _convert(raw, hints[f.name], where, issues)
+        if converted is _INVALID:
+            continue
+        for check in f.metadata.get("checks", ()):
+            if converted is not None and (problem := check(converted)):
+                issues.append(ConfigIssue(where, problem))
+                break
+        kwargs[f.name] = converted
+    if cls is FeaturesConfig:
+        kwargs["disabled"] = frozenset(k for k, v in value.items() if v is None and k in names)
+    if len(issues) > before:
+        return _INVALID
+    return cls(**kwargs)
+
+
+_T = typing.TypeVar("_T")
+
+
+def build(cls: type[_T], values: Mapping[str, Any], *, path: str) -> _T:
+    """One section of the schema from Python values, validated like YAML (used by the decorators)."""
+    issues: list[ConfigIssue] = []
+    result = _convert(dict(values), cls, path, issues)
+    if issues:
+        raise ConfigError(issues)
+    return typing.cast(_T, result)

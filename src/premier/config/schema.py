@@ -1,0 +1,278 @@
+"""The configuration schema: frozen dataclasses, one per section of ``gateway.yaml``.
+
+Every field's type, default and constraints live here and nowhere else; ``loader.py`` reads them to
+validate input, so a new field is one line in this module. Constraints are small functions returning an
+error message (or ``None``), attached with :func:`_field`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+__all__ = [
+    "ALGORITHMS",
+    "CacheConfig",
+    "CircuitBreakerConfig",
+    "FEATURE_NAMES",
+    "FeaturesConfig",
+    "GatewayConfig",
+    "MonitoringConfig",
+    "PathConfig",
+    "RateLimitConfig",
+    "RetryConfig",
+    "ServerConfig",
+    "TimeoutConfig",
+]
+
+Algorithm = Literal["fixed_window", "sliding_window", "token_bucket", "leaky_bucket"]
+ALGORITHMS: tuple[str, ...] = ("fixed_window", "sliding_window", "token_bucket", "leaky_bucket")
+
+Check = Callable[[Any], "str | None"]
+
+
+def _field(default: Any = MISSING, *checks: Check) -> Any:
+    """A dataclass field with validation checks; no default means the field is required."""
+    return field(default=default, metadata={"checks": checks})
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"must be greater than 0, got {value!r}"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be 0 or greater, got {value!r}"
+
+
+def _non_negative_each(values: tuple[float, ...] | float) -> str | None:
+    items = values if isinstance(values, tuple) else (values,)
+    if isinstance(values, tuple) and not values:
+        return "must not be an empty list"
+    bad = [v for v in items if v < 0]
+    return f"waits must be 0 or greater, got {bad[0]!r}" if bad else None
+
+
+def _http_error_status(value: int) -> str | None:
+    return None if 400 <= value <= 599 else f"must be an HTTP error status between 400 and 599, got {value!r}"
+
+
+def _http_statuses(values: tuple[int, ...]) -> str | None:
+    bad = [v for v in values if not 100 <= v <= 599]
+    return f"must be HTTP statuses between 100 and 599, got {bad[0]!r}" if bad else None
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _rate_limit_key(value: str) -> str | None:
+    if value in ("client", "global"):
+        return None
+    if value.startswith("header:") and re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value[7:]):
+        return None
+    return f"must be 'client', 'global' or 'header:<Header-Name>', got {value!r}"
+
+
+def resolve_exception(name: str) -> type[BaseException]:
+    """The exception class a config names: a built-in (``ConnectionError``) or ``package.module.Class``."""
+    import builtins
+    import importlib
+
+    module_name, _, attr = name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attr) if module_name else getattr(builtins, name)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"names no importable exception class: {name!r}") from None
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        raise ValueError(f"is not an exception class: {name!r}")
+    return found
+
+
+def _exception_names(values: tuple[str, ...]) -> str | None:
+    for name in values:
+        try:
+            resolve_exception(name)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def _server_url(value: str) -> str | None:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc}): {value!r}"
+    if parts.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL, got {value!r}"
+    if not parts.hostname:
+        return f"must name a host, got {value!r}"
+    if parts.query or parts.fragment:
+        return f"must not have a query or fragment, got {value!r}"
+    if port == 0:
+        return f"must not use port 0, got {value!r}"
+    return None
+
+
+def _ip_networks(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"must be IP addresses or CIDR networks, got {value!r}"
+    return None
+
+
+def _pattern(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if value.startswith("^"):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            return f"is not a valid regular expression ({exc}): {value!r}"
+    elif not value.startswith(("/", "*")):
+        return f"a glob pattern must start with '/' or '*' (or use '^' for a regular expression), got {value!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    expire_s: float | None = _field(None, _positive)
+    """Seconds an entry stays fresh; ``None`` keeps it until evicted (or the response's own max-age)."""
+    cache_key: str | None = _field(None, _non_empty)
+    """A ``{name}`` template filled from path parameters and the query (gateway) or arguments (decorator)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    quota: int = _field(MISSING, _positive)
+    duration: float = _field(MISSING, _positive)
+    algorithm: Algorithm = "fixed_window"
+    bucket_size: int | None = _field(None, _positive)
+    """``leaky_bucket`` only: how many calls may wait for their turn (default: ``quota``)."""
+    error_status: int = _field(429, _http_error_status)
+    error_message: str = "Rate limit exceeded"
+    key: str = _field("client", _rate_limit_key)
+    """Whose counter a request uses: ``client`` (address), ``global`` or ``header:<Header-Name>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutConfig:
+    seconds: float = _field(MISSING, _positive)
+    error_status: int = _field(504, _http_error_status)
+    error_message: str = "Request timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    max_attempts: int = _field(3, _positive)
+    wait: float | tuple[float, ...] = _field(1.0, _non_negative_each)
+    """Seconds between attempts: one number, or a list whose last value repeats."""
+    exceptions: tuple[str, ...] = _field(("Exception",), _exception_names)
+    """Exception class names (built-in, or ``package.module.Class``) that trigger a retry."""
+    retry_on_status: tuple[int, ...] = _field((502, 503, 504), _http_statuses)
+    """Gateway: response statuses that count as a failed attempt."""
+    max_body_bytes: int = _field(1024 * 1024, _non_negative)
+    """Gateway: the largest request body buffered for replay; larger requests are sent once."""
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerConfig:
+    failure_threshold: int = _field(5, _positive)
+    recovery_timeout: float = _field(60.0, _positive)
+    half_open_max_calls: int = _field(1, _positive)
+    expected_exception: str = _field("Exception", lambda name: _exception_names((name,)))
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringConfig:
+    log_threshold: float = _field(0.1, _non_negative)
+
+
+FEATURE_NAMES: tuple[str, ...] = ("cache", "rate_limit", "timeout", "retry", "circuit_breaker", "monitoring")
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturesConfig:
+    """The features of one path (or the defaults). A feature written as ``null`` is in ``disabled``."""
+
+    cache: CacheConfig | None = None
+    rate_limit: RateLimitConfig | None = None
+    timeout: TimeoutConfig | None = None
+    retry: RetryConfig | None = None
+    circuit_breaker: CircuitBreakerConfig | None = None
+    monitoring: MonitoringConfig | None = None
+    disabled: frozenset[str] = frozenset()
+
+    def merged_over(self, defaults: FeaturesConfig | None) -> FeaturesConfig:
+        """This path's features on top of ``defaults``: a feature set here replaces the default one,
+        a feature set to ``null`` here switches the default off."""
+        if defaults is None:
+            return self
+        values = {
+            name: None if name in self.disabled else (getattr(self, name) or getattr(defaults, name))
+            for name in FEATURE_NAMES
+        }
+        return FeaturesConfig(**values)
+
+    def enabled(self) -> dict[str, Any]:
+        return {name: value for name in FEATURE_NAMES if (value := getattr(self, name)) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class PathConfig:
+    pattern: str = _field(MISSING, _pattern)
+    """A glob (``*`` any run of characters, ``?`` one) or, starting with ``^``, a regular expression."""
+    features: FeaturesConfig = FeaturesConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    url: str = _field(MISSING, _server_url)
+    weight: int = _field(1, _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The whole, validated configuration. Immutable: reloading builds a new one.
+
+    Build one with :meth:`from_file`, :meth:`from_yaml` or :meth:`from_dict`; each raises
+    :class:`~premier.errors.ConfigError` naming every bad field.
+    """
+
+    keyspace: str = _field("asgi-gateway", _non_empty)
+    servers: tuple[ServerConfig, ...] = ()
+    paths: tuple[PathConfig, ...] = ()
+    default_features: FeaturesConfig | None = None
+    trusted_proxies: tuple[str, ...] = _field((), _ip_networks)
+    """Addresses or networks whose ``X-Forwarded-For`` is believed when finding the client address."""
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | None = None) -> GatewayConfig:
+        """From a mapping shaped like the YAML: ``{"premier": {...}}``."""
+        from premier.config.loader import load_dict
+
+        return load_dict(data, source=source)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str | None = None) -> GatewayConfig:
+        from premier.config.loader import load_yaml
+
+        return load_yaml(text, source=source)
+
+    @classmethod
+    def from_file(cls, path: Any) -> GatewayConfig:
+        from premier.config.loader import load_file
+
+        return load_file(path)
+
+    def features_for(self, path: PathConfig | None) -> FeaturesConfig:
+        """The effective features of ``path`` (``None``: a request no path matched)."""
+        if path is None:
+            return self.default_features or FeaturesConfig()
+        return path.features.merged_over(self.default_features)

@@ -1,0 +1,130 @@
+"""The rate-limit feature: an algorithm, a provider that runs it atomically, and the keys it counts."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from premier.config.loader import build
+from premier.config.schema import RateLimitConfig
+from premier.errors import RateLimitExceeded
+from premier.features.ratelimit.algorithm import Decision, RateLimitAlgorithm
+from premier.features.ratelimit.fixed_window import FixedWindow
+from premier.features.ratelimit.leaky_bucket import LeakyBucket
+from premier.features.ratelimit.sliding_window import SlidingWindow
+from premier.features.ratelimit.token_bucket import TokenBucket
+
+__all__ = ["RateLimiter", "make_algorithm", "rate_limit"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def make_algorithm(config: RateLimitConfig) -> RateLimitAlgorithm:
+    if config.algorithm == "leaky_bucket":
+        return LeakyBucket(config.quota, config.duration, config.bucket_size)
+    algorithm = {"fixed_window": FixedWindow, "sliding_window": SlidingWindow, "token_bucket": TokenBucket}
+    return algorithm[config.algorithm](config.quota, config.duration)
+
+
+class RateLimiter:
+    """Counts calls per key with one algorithm, in one provider, under ``{keyspace}:rl:{name}:``.
+
+    ``check_nowait`` answers without awaiting when the provider lives in this process; ``check`` works
+    with every provider.
+    """
+
+    __slots__ = ("algorithm", "config", "prefix", "provider", "_acquire_nowait")
+
+    def __init__(self, config: RateLimitConfig, *, provider: Any = None, keyspace: str = "premier", name: str = "") -> None:
+        from premier.providers import AsyncInMemoryCache, LocalProvider
+
+        self.config = config
+        self.algorithm = make_algorithm(config)
+        self.provider = AsyncInMemoryCache() if provider is None else provider
+        # The algorithm's name is part of the key: a reload that changes it starts fresh state.
+        self.prefix = f"{keyspace}:rl:{name}:{config.algorithm}:"
+        self._acquire_nowait = self.provider.acquire_nowait if isinstance(self.provider, LocalProvider) else None
+
+    @property
+    def is_local(self) -> bool:
+        return self._acquire_nowait is not None
+
+    def check_nowait(self, key: str = "", cost: int = 1) -> Decision:
+        if self._acquire_nowait is None:
+            raise TypeError(f"{type(self.provider).__name__} cannot answer without awaiting; use check()")
+        return self._acquire_nowait(self.prefix + key, self.algorithm, cost)
+
+    async def check(self, key: str = "", cost: int = 1) -> Decision:
+        if self._acquire_nowait is not None:
+            return self._acquire_nowait(self.prefix + key, self.algorithm, cost)
+        decision: Decision = await self.provider.acquire(self.prefix + key, self.algorithm, cost)
+        return decision
+
+    def rejection(self, decision: Decision, key: str = "") -> RateLimitExceeded:
+        return RateLimitExceeded(self.config.error_message, retry_after=decision.retry_after, key=self.prefix + key)
+
+
+def rate_limit(
+    quota: int,
+    duration: float,
+    *,
+    algorithm: str = "fixed_window",
+    bucket_size: int | None = None,
+    key: str | Callable[..., str] | None = None,
+    keyspace: str = "premier",
+    provider: Any = None,
+    error_message: str = "Rate limit exceeded",
+) -> Callable[[F], F]:
+    """Limit calls of the decorated function to ``quota`` per ``duration`` seconds.
+
+    ``algorithm``: ``fixed_window`` (default), ``sliding_window``, ``token_bucket`` or ``leaky_bucket``
+    (which delays calls to space them out, up to ``bucket_size`` waiting). ``key``: a fixed string or a
+    function of the call's arguments returning one (default: the function's qualified name), so each key
+    has its own quota. Over quota, raises :class:`~premier.errors.RateLimitExceeded` with ``retry_after``.
+    """
+    config = build(
+        RateLimitConfig,
+        {"quota": quota, "duration": duration, "algorithm": algorithm, "bucket_size": bucket_size,
+         "error_message": error_message},
+        path="rate_limit",
+    )
+
+    def decorate(func: F) -> F:
+        name = f"{func.__module__}.{func.__qualname__}"
+        limiter = RateLimiter(config, provider=provider, keyspace=keyspace, name=name)
+        key_of: Callable[..., str] = key if callable(key) else (lambda *a, **kw: key or "")  # type: ignore[misc]
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                call_key = key_of(*args, **kwargs)
+                decision = await limiter.check(call_key)
+                if not decision.allowed:
+                    raise limiter.rejection(decision, call_key)
+                if decision.delay:
+                    await asyncio.sleep(decision.delay)
+                return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        if not limiter.is_local:
+            raise TypeError(f"rate_limit on the sync function {name} needs an in-process provider")
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            call_key = key_of(*args, **kwargs)
+            decision = limiter.check_nowait(call_key)
+            if not decision.allowed:
+                raise limiter.rejection(decision, call_key)
+            if decision.delay:
+                time.sleep(decision.delay)
+            return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
