@@ -146,6 +146,8 @@ class CacheConfig:
     """Seconds an entry stays fresh; ``None`` keeps it until evicted (or the response's own max-age)."""
     cache_key: str | None = _field(None, _non_empty)
     """A ``{name}`` template filled from path parameters and the query (gateway) or arguments (decorator)."""
+    max_entry_bytes: int = _field(1024 * 1024, _positive)
+    """Gateway: responses with larger bodies stream through without being stored."""
 
 
 @dataclass(frozen=True, slots=True)

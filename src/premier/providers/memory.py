@@ -97,6 +97,8 @@ class AsyncInMemoryCache:
         expires_at = float("inf") if ttl is None else now + ttl
         entries = self._entries
         with self._lock:
+            if now >= entries.next_sweep:  # a write-only workload must not keep expired entries either
+                entries.sweep(now)
             if entries.data.pop(key, None) is None and len(entries.data) >= entries.max_entries:
                 entries.make_room(now)
             entries.data[key] = [expires_at, value]

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""In-process micro-benchmark: Premier's rate-limit checks and cache hits, side by side with `limits`
+(and `cashews`) in one run, in interleaved rounds.
+
+    python3 bench/micro.py           # 7 rounds x 200k ops per scenario; writes bench/results/micro.json
+    python3 bench/micro.py --quick   # 3 rounds x 20k ops (~30 s); writes bench/results/micro-quick.json
+
+Run with any Python: it creates bench/.venv (if missing), installs this repo (editable) and the peer
+libraries into it, and re-executes itself there, so peers never mix with the project's environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import venv
+from functools import lru_cache, partial
+from itertools import repeat
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENV = HERE / ".venv"
+PEERS = ["limits", "cashews"]
+US3 = 3000  # the 3 microsecond budget, in ns
+
+
+def enter_venv() -> None:
+    """Re-execute this script inside bench/.venv, creating and filling it first when needed."""
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    probe = subprocess.run([python, "-c", "import premier, " + ", ".join(PEERS)], capture_output=True)
+    if probe.returncode:
+        print(f"installing premier (editable) and {', '.join(PEERS)} into {VENV}", flush=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "-e", str(ROOT), *PEERS], check=True)
+    os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+# -- scenarios: each `setup()` runs once per round (fresh state) and returns a zero-argument callable ----
+SCENARIOS: list[dict] = []
+MW_OPS = 2000  # limits' moving window is O(log size) per hit: time it over a short burst of hits
+
+
+def scenario(name: str, group: str, *, is_async: bool = False, ops: int | None = None):
+    def register(setup):
+        SCENARIOS.append({"name": name, "group": group, "is_async": is_async, "ops": ops, "setup": setup})
+        return setup
+    return register
+
+
+def define_scenarios() -> None:
+    import cashews
+    import limits
+    from limits.storage import MemoryStorage
+    from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+    from premier import RateLimiter, cache, rate_limit
+    from premier.config.schema import RateLimitConfig
+
+    def noop():
+        return None
+
+    async def anoop():
+        return None
+
+    scenario("ref: empty sync call", "ref")(lambda: noop)
+    scenario("ref: empty async call", "ref", is_async=True)(lambda: anoop)
+
+    def limiter(algorithm: str, quota: int = 1_000_000, duration: float = 60) -> RateLimiter:
+        return RateLimiter(RateLimitConfig(quota=quota, duration=duration, algorithm=algorithm))
+
+    for algo in ("fixed_window", "sliding_window", "token_bucket", "leaky_bucket"):
+        scenario(f"premier check_nowait {algo}", "check")(
+            lambda algo=algo: partial(limiter(algo).check_nowait, "client-1"))
+
+    @scenario("premier check_nowait sliding_window REJECTED", "check")
+    def _():
+        lim = limiter("sliding_window", quota=10, duration=3600)
+        for _ in range(10):
+            lim.check_nowait("client-1")
+        assert not lim.check_nowait("client-1").allowed
+        return partial(lim.check_nowait, "client-1")
+
+    scenario("premier await check sliding_window", "check", is_async=True)(
+        lambda: partial(limiter("sliding_window").check, "client-1"))
+
+    @scenario("premier @rate_limit async fixed_window", "decorator", is_async=True)
+    def _():
+        return rate_limit(1_000_000, 60)(anoop)
+
+    @scenario("premier @rate_limit sync fixed_window", "decorator")
+    def _():
+        return rate_limit(1_000_000, 60)(noop)
+
+    item = limits.parse("1000000/minute")
+
+    def moving_window(prefill: int):
+        lim = MovingWindowRateLimiter(MemoryStorage())
+        for _ in range(prefill):
+            lim.hit(item, "key")
+        return partial(lim.hit, item, "key")
+
+    scenario("limits moving window (log 0-2k)", "limits", ops=MW_OPS)(lambda: moving_window(0))
+    scenario("limits moving window (log 10k-12k)", "limits", ops=MW_OPS)(lambda: moving_window(10_000))
+    scenario("limits fixed window", "limits")(
+        lambda: partial(FixedWindowRateLimiter(MemoryStorage()).hit, item, "key"))
+
+    def premier_cached(is_async: bool, cache_key: str | None):
+        async def afetch(item_id):
+            return item_id
+
+        def fetch(item_id):
+            return item_id
+
+        func = cache(60, cache_key=cache_key)(afetch if is_async else fetch)
+        call = partial(func, 42)
+        if is_async:
+            asyncio.get_event_loop().run_until_complete(call())
+        else:
+            call()
+        return call
+
+    for is_async in (False, True):
+        for cache_key in ("item:{item_id}", None):
+            kind, key = ("async" if is_async else "sync"), ("template" if cache_key else "default key")
+            scenario(f"premier @cache {kind} hit ({key})", "cache", is_async=is_async)(
+                partial(premier_cached, is_async, cache_key))
+
+    @scenario("cashews @cache async hit (mem://)", "peer cache", is_async=True)
+    def _():
+        peer = cashews.Cache()
+        peer.setup("mem://")
+
+        @peer(ttl="1h")
+        async def fetch(item_id):
+            return item_id
+
+        asyncio.get_event_loop().run_until_complete(fetch(42))
+        return partial(fetch, 42)
+
+    @scenario("ref: functools.lru_cache hit", "peer cache")
+    def _():
+        return partial(lru_cache(maxsize=1024)(lambda item_id: item_id), 42)
+
+
+# -- timing ------------------------------------------------------------------------------------------------
+def time_sync(fn, n: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in repeat(None, n):
+        fn()
+    return (time.perf_counter_ns() - t0) / n
+
+
+async def time_async(fn, n: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in repeat(None, n):
+        await fn()
+    return (time.perf_counter_ns() - t0) / n
+
+
+def measure(loop: asyncio.AbstractEventLoop, sc: dict, ops: int) -> float:
+    n = min(ops, sc["ops"] or ops)
+    fn = sc["setup"]()
+    warm = min(1000, n // 10)
+    gc.collect()
+    time.sleep(0.02)  # let limits' 10 ms expiry timer threads from earlier scenarios finish
+    if sc["is_async"]:
+        loop.run_until_complete(time_async(fn, warm))
+        return loop.run_until_complete(time_async(fn, n))
+    time_sync(fn, warm)
+    return time_sync(fn, n)
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return {"nproc": int(nproc) if nproc else os.cpu_count(), "cpu": cpu, "platform": platform.platform()}
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    import premier
+    return {"premier": premier.__version__, "premier_path": premier.__file__,
+            **{name: version(name) for name in PEERS}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds x 20k ops (finishes in ~30 s)")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--ops", type=int)
+    args = parser.parse_args()
+    enter_venv()
+    rounds = args.rounds or (3 if args.quick else 7)
+    ops = args.ops or (20_000 if args.quick else 200_000)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    define_scenarios()
+    host = machine()
+    print(f"{len(SCENARIOS)} scenarios x {rounds} rounds, {ops} ops each ({MW_OPS} for limits' moving "
+          f"window); python {platform.python_version()}; {host['cpu']} x{host['nproc']}", flush=True)
+    samples: dict[str, list[float]] = {sc["name"]: [] for sc in SCENARIOS}
+    for r in range(rounds):  # interleaved: every scenario once per round, order rotated each round
+        shift = r % len(SCENARIOS)
+        for sc in SCENARIOS[shift:] + SCENARIOS[:shift]:
+            samples[sc["name"]].append(measure(loop, sc, ops))
+        print(f"  round {r + 1}/{rounds} done", flush=True)
+    loop.close()
+
+    med = {name: statistics.median(s) for name, s in samples.items()}
+    print(f"\n{'scenario':<48} {'median ns/op':>12} {'min-max ns/op':>17}")
+    group = None
+    for sc in SCENARIOS:
+        if sc["group"] != group:
+            group = sc["group"]
+            print(f"-- {group}")
+        s = samples[sc["name"]]
+        print(f"{sc['name']:<48} {med[sc['name']]:>12.0f} {min(s):>8.0f}-{max(s):<8.0f}")
+
+    sliding = med["premier check_nowait sliding_window"]
+    ratios = {
+        "limits moving window (log 0-2k) / premier sliding_window":
+            med["limits moving window (log 0-2k)"] / sliding,
+        "limits moving window (log 10k-12k) / premier sliding_window":
+            med["limits moving window (log 10k-12k)"] / sliding,
+        "limits fixed window / premier fixed_window":
+            med["limits fixed window"] / med["premier check_nowait fixed_window"],
+    }
+    print("\nratios (x = how many times faster premier is)")
+    for name, value in ratios.items():
+        print(f"  {name:<62} {value:6.2f}x")
+
+    def worst(group: str) -> tuple[str, float]:
+        return max(((sc["name"], med[sc["name"]]) for sc in SCENARIOS if sc["group"] == group),
+                   key=lambda pair: pair[1])
+
+    check_name, check_ns = worst("check")
+    cache_name, cache_ns = worst("cache")
+    mw_ratio = min(ratios[k] for k in ratios if "moving" in k)  # the least favourable log size for premier
+    targets = {
+        "check <= 3 us": {"met": check_ns <= US3, "worst": check_name, "ns": check_ns},
+        "2x faster than limits moving window": {"met": mw_ratio >= 2, "ratio": mw_ratio},
+        "cache hit <= 3 us": {"met": cache_ns <= US3, "worst": cache_name, "ns": cache_ns},
+    }
+    print("\ntargets")
+    for name, t in targets.items():
+        detail = f"{t['ratio']:.2f}x" if "ratio" in t else f"worst {t['ns']:.0f} ns: {t['worst']}"
+        print(f"  {name:<38} {'met' if t['met'] else 'MISSED':<7} ({detail})")
+
+    out = HERE / "results" / ("micro-quick.json" if args.quick else "micro.json")
+    out.parent.mkdir(exist_ok=True)
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(), "machine": host, "versions": versions(),
+        "rounds": rounds, "ops": ops, "moving_window_ops": MW_OPS,
+        "scenarios": {sc["name"]: {"group": sc["group"], "median_ns": round(med[sc["name"]], 1),
+                                   "min_ns": round(min(samples[sc["name"]]), 1),
+                                   "max_ns": round(max(samples[sc["name"]]), 1),
+                                   "samples_ns": [round(x, 1) for x in samples[sc["name"]]]}
+                      for sc in SCENARIOS},
+        "ratios": {k: round(v, 2) for k, v in ratios.items()},
+        "targets": targets,
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

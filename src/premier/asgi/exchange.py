@@ -1,0 +1,110 @@
+"""One HTTP request/response as it passes through a policy's steps, and the gateway's own responses.
+
+An :class:`Exchange` is the only object a request allocates in the gateway. Steps read the request from
+it and may swap ``send`` for a wrapper of their own (to add headers, or watch the response) for the
+steps inside them; the response status and whether it has started are always recorded on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["ASGIApp", "Exchange", "Message", "Receive", "Rejection", "Scope", "Send", "error_body", "send_error"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Exchange:
+    __slots__ = (
+        "aborted",
+        "cache_status",
+        "client_send",
+        "params",
+        "path",
+        "rate_limited",
+        "receive",
+        "route",
+        "scope",
+        "send",
+        "started",
+        "status",
+        "timed_out",
+        "upstream_status",
+    )
+
+    def __init__(
+        self, scope: Scope, receive: Receive, client_send: Send, path: str, route: str, params: dict[str, str]
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.client_send = client_send
+        self.send: Send = self.record
+        self.path = path  # the normalised path the policy was matched on
+        self.route = route  # the matching pattern (bounded cardinality, for stats)
+        self.params = params  # path parameters captured by the pattern
+        self.status = 0  # what the client was sent
+        self.upstream_status = 0  # what the app (or backend) answered, last attempt
+        self.started = False
+        self.aborted = False
+        self.timed_out = False
+        self.rate_limited = False
+        self.cache_status = ""
+
+    async def record(self, message: Message) -> None:
+        """The send that reaches the client: records the status and that the response started."""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.started = True
+        await self.client_send(message)
+
+    async def from_app(self, message: Message) -> None:
+        """The send given to the app: records its status, then passes through the steps' ``send``."""
+        if message["type"] == "http.response.start":
+            self.upstream_status = message["status"]
+        await self.send(message)
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first request header called ``name`` (lower-case bytes), or ``None``."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value  # type: ignore[no-any-return]
+        return None
+
+
+def error_body(status: int, message: str) -> bytes:
+    """``{"error": message, "status": status}``, encoded by the JSON encoder (quotes stay valid JSON)."""
+    return json.dumps({"error": message, "status": status}, ensure_ascii=False).encode()
+
+
+class Rejection(Exception):
+    """Raised by a step that answers the request itself (over quota, circuit open, timed out).
+
+    The policy's outermost step turns it into a JSON response; steps in between let it pass (a retry
+    never retries a rejection)."""
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or []
+
+
+async def send_error(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

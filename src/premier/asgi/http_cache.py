@@ -1,0 +1,327 @@
+"""The HTTP cache step: a shared cache in the sense of RFC 9111.
+
+- Only GET and HEAD are served from the cache (HEAD from a stored GET); only complete GET responses
+  are stored, and only with a status that is cacheable by default (200, 203, 204, 300, 301, 308, 404,
+  405, 410, 414, 501).
+- The key holds the keyspace, the method, the path and the query (byte for byte) — or the rendered
+  ``cache_key`` template, when every ``{name}`` in it is found among the path parameters and the query
+  (otherwise the default key is used, so distinct requests never share an entry) — and the values of
+  the request headers the response ``Vary``s on. ``Vary: *`` is never stored.
+- Not stored: responses with ``no-store``, ``private`` or ``no-cache``, or with ``Set-Cookie`` (unless
+  ``public``, and then without the cookie), and responses to requests with ``Authorization`` unless the
+  response says ``public``, ``s-maxage`` or ``must-revalidate``.
+- Freshness: ``s-maxage``, else ``max-age``, else ``Expires``; when the response says nothing, the
+  configured ``expire_s`` (``None``: until evicted).
+- A hit carries ``Age`` and ``X-Cache: HIT``; a miss ``X-Cache: MISS``. ``If-None-Match`` matching a
+  fresh entry's ``ETag`` answers 304. A request's ``Cache-Control: no-cache`` (or ``max-age`` older
+  than the entry) goes downstream and refreshes the entry; ``no-store`` bypasses the cache.
+- Concurrent misses for one key make one downstream call; the others wait for it and are served its
+  entry (or go downstream themselves if it turned out not storable).
+- A successful unsafe request (POST, PUT, PATCH, DELETE) removes the stored entries of its path.
+- Bodies larger than ``max_entry_bytes`` stream through and are not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from premier.asgi.exchange import Exchange, Message, Send, error_body, send_error
+from premier.asgi.steps import Step
+from premier.config.schema import CacheConfig
+
+__all__ = ["HttpCacheStep"]
+
+_STORABLE_STATUS = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_NOT_STORED_HEADERS = frozenset({b"set-cookie", b"connection", b"keep-alive", b"transfer-encoding", b"x-cache", b"age"})
+_NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary", b"content-location", b"date"})
+_MAX_INDEXED_PATHS = 10_000
+
+
+def _directives(value: bytes | None) -> dict[str, str]:
+    """``Cache-Control`` directives as a dict (names lower-cased; valueless ones map to ``""``)."""
+    if not value:
+        return {}
+    found: dict[str, str] = {}
+    for part in value.decode("latin-1").split(","):
+        name, _, arg = part.strip().partition("=")
+        if name:
+            found[name.lower()] = arg.strip().strip('"')
+    return found
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None or not value.isdigit():
+        return None
+    return float(value)
+
+
+class Entry:
+    """A stored response. ``vary`` names the request headers it varies on; ``variant`` their values."""
+
+    __slots__ = ("auth_ok", "body", "etag", "expires_at", "headers", "status", "stored_at", "vary")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        stored_at: float,
+        expires_at: float,
+        etag: bytes | None,
+        vary: tuple[bytes, ...],
+        auth_ok: bool,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.stored_at = stored_at
+        self.expires_at = expires_at
+        self.etag = etag
+        self.vary = vary
+        self.auth_ok = auth_ok
+
+
+class _Capture:
+    """The send of a request that missed: passes the response on (with ``X-Cache: MISS``) and keeps a
+    copy to store if the response turns out storable and complete."""
+
+    __slots__ = ("body", "headers", "limit", "send", "size", "status", "storing")
+
+    def __init__(self, send: Send, limit: int) -> None:
+        self.send = send
+        self.limit = limit
+        self.storing = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+            self.storing = self.status in _STORABLE_STATUS
+            message = {**message, "headers": [*self.headers, (b"x-cache", b"MISS")]}
+        elif message["type"] == "http.response.body" and self.storing:
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.storing = False
+                self.body = []
+            else:
+                self.body.append(chunk)
+        await self.send(message)
+
+
+class HttpCacheStep:
+    __slots__ = ("config", "default_ttl", "inflight", "key_template", "max_entry_bytes", "next", "paths", "prefix", "provider", "clock", "local")
+
+    def __init__(
+        self, next: Step, config: CacheConfig, *, provider: Any, keyspace: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        from premier.providers import LocalProvider
+
+        self.next = next
+        self.config = config
+        self.provider = provider
+        self.local = isinstance(provider, LocalProvider)
+        self.prefix = f"{keyspace}:http:"
+        self.default_ttl = config.expire_s
+        self.key_template = config.cache_key
+        self.max_entry_bytes = config.max_entry_bytes
+        self.clock = clock
+        self.inflight: dict[str, asyncio.Event] = {}
+        self.paths: dict[str, set[str]] = {}  # path -> keys stored for it, for invalidation
+
+    # -- keys and storage ------------------------------------------------------------------------
+    def _base_key(self, ex: Exchange) -> str:
+        query = ex.scope.get("query_string", b"").decode("latin-1")
+        if self.key_template:
+            values = dict(parse_qsl(query)) if query else {}
+            values.update(ex.params)
+            try:
+                return f"{self.prefix}GET:key:{self.key_template.format_map(values)}"
+            except (KeyError, IndexError, ValueError, AttributeError):
+                pass  # the request lacks a {name}: fall back to the full key, never share wrongly
+        return f"{self.prefix}GET:{ex.path}?{query}"
+
+    async def _get(self, key: str) -> Any:
+        return self.provider.get_nowait(key) if self.local else await self.provider.get(key)
+
+    async def _lookup(self, ex: Exchange, base_key: str) -> tuple[Entry | None, str]:
+        """The stored entry for this request (if any) and the key it lives, or would live, at."""
+        found = await self._get(base_key)
+        if isinstance(found, tuple):  # a Vary marker: the entry is at a key with the request's values
+            key = _variant_key(base_key, found, ex)
+            found = await self._get(key)
+            return (found if isinstance(found, Entry) else None), key
+        return found, base_key
+
+    # -- the step ----------------------------------------------------------------------------------
+    async def __call__(self, ex: Exchange) -> None:
+        method = ex.scope["method"]
+        if method != "GET" and method != "HEAD":
+            await self.next(ex)
+            if method not in _SAFE and 200 <= ex.upstream_status < 400:
+                await self._invalidate(ex.path)
+            return
+        request_cc = _directives(ex.header(b"cache-control"))
+        if "no-store" in request_cc or ex.header(b"range") is not None:
+            ex.cache_status = "BYPASS"
+            await self.next(ex)
+            return
+        base_key = self._base_key(ex)
+        revalidate = "no-cache" in request_cc or ex.header(b"pragma") == b"no-cache"
+        has_auth = ex.header(b"authorization") is not None
+        if not revalidate:
+            served = await self._serve_fresh(ex, base_key, request_cc, has_auth)
+            if served:
+                return
+            event = self.inflight.get(base_key)
+            if event is not None:  # someone is already fetching it: wait, then look again
+                await event.wait()
+                if await self._serve_fresh(ex, base_key, request_cc, has_auth):
+                    return
+        if "only-if-cached" in request_cc:
+            await send_error(ex.send, 504, error_body(504, "Not in cache (only-if-cached)"))
+            return
+        ex.cache_status = "MISS"
+        if method == "HEAD" or base_key in self.inflight:
+            await self._pass_through(ex)
+            return
+        event = self.inflight[base_key] = asyncio.Event()
+        try:
+            await self._fetch_and_store(ex, base_key, has_auth)
+        finally:
+            del self.inflight[base_key]
+            event.set()
+
+    async def _serve_fresh(self, ex: Exchange, base_key: str, request_cc: dict[str, str], has_auth: bool) -> bool:
+        entry, _ = await self._lookup(ex, base_key)
+        if entry is None:
+            return False
+        now = self.clock()
+        age = now - entry.stored_at
+        if now >= entry.expires_at or (has_auth and not entry.auth_ok):
+            return False
+        max_age = _seconds(request_cc.get("max-age"))
+        if max_age is not None and age > max_age:
+            return False
+        ex.cache_status = "HIT"
+        extra = [(b"age", str(int(age)).encode()), (b"x-cache", b"HIT")]
+        if entry.etag is not None and _etag_matches(ex.header(b"if-none-match"), entry.etag):
+            headers = [(k, v) for k, v in entry.headers if k in _NOT_MODIFIED_HEADERS]
+            await ex.send({"type": "http.response.start", "status": 304, "headers": [*headers, *extra]})
+            await ex.send({"type": "http.response.body", "body": b""})
+            return True
+        await ex.send({"type": "http.response.start", "status": entry.status, "headers": [*entry.headers, *extra]})
+        body = b"" if ex.scope["method"] == "HEAD" else entry.body
+        await ex.send({"type": "http.response.body", "body": body})
+        return True
+
+    async def _pass_through(self, ex: Exchange) -> None:
+        outer_send = ex.send
+
+        async def mark_miss(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-cache", b"MISS")]}
+            await outer_send(message)
+
+        ex.send = mark_miss
+        try:
+            await self.next(ex)
+        finally:
+            ex.send = outer_send
+
+    async def _fetch_and_store(self, ex: Exchange, base_key: str, has_auth: bool) -> None:
+        outer_send = ex.send
+        capture = _Capture(outer_send, self.max_entry_bytes)
+        ex.send = capture
+        try:
+            await self.next(ex)
+        finally:
+            ex.send = outer_send
+        if capture.storing:
+            await self._store(ex, base_key, capture, has_auth)
+
+    async def _store(self, ex: Exchange, base_key: str, capture: _Capture, has_auth: bool) -> None:
+        headers = capture.headers
+        response_cc = _directives(b",".join(v for k, v in headers if k.lower() == b"cache-control"))
+        if "no-store" in response_cc or "private" in response_cc or "no-cache" in response_cc:
+            return
+        public = "public" in response_cc
+        if not public and any(k.lower() == b"set-cookie" for k, _ in headers):
+            return
+        auth_ok = public or "s-maxage" in response_cc or "must-revalidate" in response_cc
+        if has_auth and not auth_ok:
+            return
+        vary = tuple(sorted({
+            name.strip().lower().encode("latin-1")
+            for k, v in headers if k.lower() == b"vary"
+            for name in v.decode("latin-1").split(",") if name.strip()
+        }))
+        if b"*" in vary:
+            return
+        now = self.clock()
+        lifetime = _freshness(response_cc, headers, self.default_ttl)
+        if lifetime is not None and lifetime <= 0:
+            return
+        stored = [(k.lower(), v) for k, v in headers if k.lower() not in _NOT_STORED_HEADERS]
+        etag = next((v for k, v in stored if k == b"etag"), None)
+        entry = Entry(capture.status, stored, b"".join(capture.body), now, now + lifetime if lifetime else float("inf"), etag, vary, auth_ok)
+        keys = self.paths.setdefault(ex.path, set())
+        if len(self.paths) > _MAX_INDEXED_PATHS:
+            del self.paths[next(iter(self.paths))]
+        key = base_key
+        if vary:
+            await self.provider.set(base_key, vary, ttl=lifetime)
+            keys.add(base_key)
+            key = _variant_key(base_key, vary, ex)
+        await self.provider.set(key, entry, ttl=lifetime)
+        keys.add(key)
+
+    async def _invalidate(self, path: str) -> None:
+        for key in self.paths.pop(path, ()):
+            await self.provider.delete(key)
+
+    async def clear(self) -> None:
+        await self.provider.clear(self.prefix)
+        self.paths.clear()
+
+
+def _variant_key(base_key: str, vary: tuple[bytes, ...], ex: Exchange) -> str:
+    values = [(ex.header(name) or b"").decode("latin-1") for name in vary]
+    return base_key + "\x00" + "\x00".join(values)
+
+
+def _freshness(cc: dict[str, str], headers: list[tuple[bytes, bytes]], default: float | None) -> float | None:
+    """Seconds the response stays fresh; ``None`` when it never goes stale by itself."""
+    for directive in ("s-maxage", "max-age"):
+        if directive in cc:
+            return _seconds(cc[directive]) or 0.0
+    expires = next((v for k, v in headers if k.lower() == b"expires"), None)
+    if expires is not None:
+        date = next((v for k, v in headers if k.lower() == b"date"), None)
+        try:
+            end = parsedate_to_datetime(expires.decode("latin-1")).timestamp()
+            start = parsedate_to_datetime(date.decode("latin-1")).timestamp() if date else time.time()
+        except (TypeError, ValueError):
+            return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
+        return end - start
+    return default
+
+
+def _etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
+    """Weak comparison (RFC 9110 13.1.2): ``W/"x"`` matches ``"x"``."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == b"*":
+        return True
+    opaque = etag.removeprefix(b"W/")
+    return any(tag.strip().removeprefix(b"W/") == opaque for tag in if_none_match.split(b","))

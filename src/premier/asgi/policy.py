@@ -1,0 +1,66 @@
+"""Compiling a path's features into its chain of steps, once per configuration (re)load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from premier.asgi.client import ClientIdentity
+from premier.asgi.exchange import ASGIApp
+from premier.asgi.http_cache import HttpCacheStep
+from premier.asgi.retry import RetryStep
+from premier.asgi.steps import BreakerStep, Downstream, Entry, RateLimitStep, Step, TimeoutStep
+from premier.config.schema import FeaturesConfig
+from premier.features.circuit_breaker import CircuitBreaker
+from premier.features.ratelimit import RateLimiter
+from premier.observability.events import Events
+
+__all__ = ["Route", "compile_route"]
+
+
+class Route:
+    """A compiled policy: the pattern it serves, its features, and the outermost step of its chain."""
+
+    __slots__ = ("breaker", "cache", "entry", "features", "pattern")
+
+    def __init__(self, pattern: str, features: FeaturesConfig, entry: Entry, breaker: CircuitBreaker | None,
+                 cache: HttpCacheStep | None) -> None:
+        self.pattern = pattern
+        self.features = features
+        self.entry = entry
+        self.breaker = breaker
+        self.cache = cache
+
+
+def compile_route(
+    pattern: str,
+    features: FeaturesConfig,
+    *,
+    app: ASGIApp,
+    keyspace: str,
+    provider: Any,
+    identity: ClientIdentity,
+    events: Events,
+    previous: Route | None = None,
+) -> Route:
+    """Builds the chain inside out: downstream ← cache ← rate limit ← breaker ← retry ← timeout ← entry.
+
+    ``previous`` is this pattern's route in the configuration being replaced: its circuit breaker is
+    kept when the breaker's settings did not change (rate-limit state lives in the provider, keyed by
+    pattern, so it survives on its own)."""
+    step: Step = Downstream(app)
+    cache = None
+    if features.cache is not None:
+        step = cache = HttpCacheStep(step, features.cache, provider=provider, keyspace=keyspace)
+    if features.rate_limit is not None:
+        limiter = RateLimiter(features.rate_limit, provider=provider, keyspace=keyspace, name=pattern)
+        step = RateLimitStep(step, features.rate_limit, limiter, identity.key_function(features.rate_limit.key))
+    breaker = None
+    if features.circuit_breaker is not None:
+        kept = previous.breaker if previous and previous.features.circuit_breaker == features.circuit_breaker else None
+        breaker_step = BreakerStep(step, features.circuit_breaker, kept, name=pattern)
+        step, breaker = breaker_step, breaker_step.breaker
+    if features.retry is not None:
+        step = RetryStep(step, features.retry)
+    if features.timeout is not None:
+        step = TimeoutStep(step, features.timeout)
+    return Route(pattern, features, Entry(step, features.monitoring, events), breaker, cache)

@@ -1,0 +1,206 @@
+"""The HTTP face of the small features: each step is one object wrapping the next, built once when the
+configuration is compiled and shared by every request of its route.
+
+Order, outermost first: monitoring → timeout → retry → circuit breaker → rate limit → cache → downstream
+(``retry.py`` and ``http_cache.py`` hold the two larger steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from premier.asgi.exchange import ASGIApp, Exchange, Message, Rejection, error_body, send_error
+from premier.config.schema import CircuitBreakerConfig, MonitoringConfig, RateLimitConfig, TimeoutConfig
+from premier.features.circuit_breaker import CircuitBreaker
+from premier.features.ratelimit import RateLimiter
+from premier.observability.events import Events, RequestEvent
+
+__all__ = ["BreakerStep", "Downstream", "Entry", "RateLimitStep", "Step", "TimeoutStep"]
+
+Step = Callable[[Exchange], Awaitable[None]]
+
+logger = logging.getLogger("premier")
+
+
+def retry_after_header(seconds: float) -> tuple[bytes, bytes]:
+    return (b"retry-after", str(max(1, math.ceil(seconds))).encode())
+
+
+class Downstream:
+    """The innermost step: the wrapped application (plugin mode) or the upstream pool (standalone)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, ex: Exchange) -> None:
+        await self.app(ex.scope, ex.receive, ex.from_app)
+
+
+class Entry:
+    """The outermost step of every policy: answers rejections, logs slow requests (``monitoring``) and
+    emits one :class:`RequestEvent` per request when anyone subscribes."""
+
+    __slots__ = ("events", "log_threshold", "next")
+
+    def __init__(self, next: Step, monitoring: MonitoringConfig | None, events: Events) -> None:
+        self.next = next
+        self.log_threshold = monitoring.log_threshold if monitoring else math.inf
+        self.events = events
+
+    async def __call__(self, ex: Exchange) -> None:
+        started = time.perf_counter()
+        try:
+            await self.next(ex)
+        except Rejection as rejection:
+            if ex.started:
+                raise
+            await send_error(ex.record, rejection.status, rejection.body, rejection.headers)
+        finally:
+            duration = time.perf_counter() - started
+            if duration >= self.log_threshold:
+                self._log_slow(ex, duration)
+            if self.events.active:
+                self.events.emit(RequestEvent.of(ex, duration))
+
+    def _log_slow(self, ex: Exchange, duration: float) -> None:
+        client = ex.scope.get("client")
+        logger.warning(
+            "slow request: %s %s -> %s in %.3fs (threshold %.3fs, client %s)",
+            ex.scope["method"],
+            ex.path,
+            ex.status or "no response",
+            duration,
+            self.log_threshold,
+            client[0] if client else "-",
+        )
+
+
+class TimeoutStep:
+    """Bounds the time of everything inside it. Before the response has started, a timeout answers
+    ``error_status`` with ``error_message``; after, the response is cut off (the connection closes) and
+    the event is logged — a second response start is never sent.
+
+    The deadline is one ``loop.call_at`` timer per request that cancels the request's task, which is
+    cheaper than ``asyncio.wait_for`` (a task per call) or ``asyncio.timeout``.
+    """
+
+    __slots__ = ("body", "next", "seconds", "status")
+
+    def __init__(self, next: Step, config: TimeoutConfig) -> None:
+        self.next = next
+        self.seconds = config.seconds
+        self.status = config.error_status
+        self.body = error_body(config.error_status, config.error_message)
+
+    async def __call__(self, ex: Exchange) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        timer = loop.call_at(loop.time() + self.seconds, _expire, ex, task)
+        try:
+            await self.next(ex)
+        except asyncio.CancelledError:
+            if not ex.timed_out:
+                raise
+            if sys.version_info >= (3, 11) and task is not None:
+                task.uncancel()
+            if ex.started:
+                ex.aborted = True
+                logger.warning(
+                    "timeout: %s %s ran past %.3gs after its response started; the connection is closed",
+                    ex.scope["method"], ex.path, self.seconds,
+                )
+                return
+            raise Rejection(self.status, self.body) from None
+        finally:
+            timer.cancel()
+
+
+def _expire(ex: Exchange, task: asyncio.Task[Any] | None) -> None:
+    ex.timed_out = True
+    if task is not None:
+        task.cancel()
+
+
+class BreakerStep:
+    """A circuit breaker per route: exceptions, timeouts and 5xx responses are failures; while open,
+    requests are answered 503 with ``Retry-After``."""
+
+    __slots__ = ("body", "breaker", "next")
+
+    def __init__(self, next: Step, config: CircuitBreakerConfig, breaker: CircuitBreaker | None, name: str) -> None:
+        self.next = next
+        self.breaker = breaker or CircuitBreaker.from_config(config, name=name)
+        self.body = error_body(503, "Service unavailable: circuit breaker is open")
+
+    async def __call__(self, ex: Exchange) -> None:
+        breaker = self.breaker
+        retry_after = breaker.before_call(time.monotonic())
+        if retry_after:
+            raise Rejection(503, self.body, [retry_after_header(retry_after)])
+        try:
+            await self.next(ex)
+        except Rejection:
+            breaker.on_abandoned()  # answered by a step inside (rate limit): no verdict on the app
+            raise
+        except asyncio.CancelledError:
+            if ex.timed_out:
+                breaker.on_failure(time.monotonic())
+            else:
+                breaker.on_abandoned()  # the client went away
+            raise
+        except Exception:
+            breaker.on_failure(time.monotonic())
+            raise
+        if ex.upstream_status >= 500:
+            breaker.on_failure(time.monotonic())
+        else:
+            breaker.on_success(time.monotonic())
+
+
+class RateLimitStep:
+    """Counts requests per route and per client (or header, or globally). Rejections answer
+    ``error_status`` with ``Retry-After``; every response carries the IETF ``RateLimit`` and
+    ``RateLimit-Policy`` headers (draft-ietf-httpapi-ratelimit-headers). ``leaky_bucket`` delays
+    requests while its bucket has room."""
+
+    __slots__ = ("body", "key_of", "limiter", "next", "policy_header", "status")
+
+    def __init__(self, next: Step, config: RateLimitConfig, limiter: RateLimiter, key_of: Callable[[Any], str]) -> None:
+        self.next = next
+        self.limiter = limiter
+        self.key_of = key_of
+        self.status = config.error_status
+        self.body = error_body(config.error_status, config.error_message)
+        self.policy_header = f'"premier";q={config.quota};w={math.ceil(config.duration)}'.encode()
+
+    async def __call__(self, ex: Exchange) -> None:
+        limiter = self.limiter
+        key = self.key_of(ex.scope)
+        decision = limiter.check_nowait(key) if limiter.is_local else await limiter.check(key)
+        state = f'"premier";r={decision.remaining};t={math.ceil(decision.reset_after)}'.encode()
+        headers = [(b"ratelimit-policy", self.policy_header), (b"ratelimit", state)]
+        if not decision.allowed:
+            ex.rate_limited = True
+            raise Rejection(self.status, self.body, [retry_after_header(decision.retry_after), *headers])
+        if decision.delay:
+            await asyncio.sleep(decision.delay)
+        outer_send = ex.send
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+            await outer_send(message)
+
+        ex.send = send_with_headers
+        try:
+            await self.next(ex)
+        finally:
+            ex.send = outer_send

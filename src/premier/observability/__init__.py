@@ -1,0 +1,1 @@
+"""Observability: the events the gateway emits, and (later) their subscribers."""
