@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -34,7 +36,8 @@ class ASGIGateway:
 
     ``cache_provider`` stores cache entries and rate-limit counters (default: this process's memory;
     pass ``premier.providers.redis.AsyncRedisCache`` to share them between processes). Lifespan and
-    WebSocket scopes pass straight through to ``app``.
+    WebSocket scopes pass straight through to ``app``. ``clock`` (monotonic seconds) times circuit
+    breakers; tests pass a fake one.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class ASGIGateway:
         *,
         servers: list[str] | None = None,
         cache_provider: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from premier.providers import AsyncInMemoryCache
 
@@ -56,6 +60,7 @@ class ASGIGateway:
         self.app = app
         self.provider = cache_provider if cache_provider is not None else AsyncInMemoryCache()
         self.events = Events()
+        self.clock = clock
         self._compiled = self._compile(config, None)
 
     @property
@@ -78,7 +83,7 @@ class ASGIGateway:
         def build(pattern: str, features: FeaturesConfig) -> Route:
             return compile_route(
                 pattern, features, app=self.app, keyspace=config.keyspace, provider=self.provider,
-                identity=identity, events=self.events, previous=old_routes.get(pattern),
+                identity=identity, events=self.events, clock=self.clock, previous=old_routes.get(pattern),
             )
 
         routes: dict[str, Route] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from premier.asgi.client import ClientIdentity
@@ -40,6 +41,7 @@ def compile_route(
     provider: Any,
     identity: ClientIdentity,
     events: Events,
+    clock: Callable[[], float],
     previous: Route | None = None,
 ) -> Route:
     """Builds the chain inside out: downstream ← cache ← rate limit ← breaker ← retry ← timeout ← entry.
@@ -57,7 +59,7 @@ def compile_route(
     breaker = None
     if features.circuit_breaker is not None:
         kept = previous.breaker if previous and previous.features.circuit_breaker == features.circuit_breaker else None
-        breaker_step = BreakerStep(step, features.circuit_breaker, kept, name=pattern)
+        breaker_step = BreakerStep(step, features.circuit_breaker, kept, name=pattern, clock=clock)
         step, breaker = breaker_step, breaker_step.breaker
     if features.retry is not None:
         step = RetryStep(step, features.retry)

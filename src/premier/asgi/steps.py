@@ -88,8 +88,11 @@ class TimeoutStep:
     ``error_status`` with ``error_message``; after, the response is cut off (the connection closes) and
     the event is logged — a second response start is never sent.
 
-    The deadline is one ``loop.call_at`` timer per request that cancels the request's task, which is
-    cheaper than ``asyncio.wait_for`` (a task per call) or ``asyncio.timeout``.
+    At the deadline, an app that is listening for the client (awaiting ``receive``, as Django and
+    streaming responses do) is told the client disconnected, which is the ASGI way to ask it to stop,
+    and is cancelled only if it has not stopped within ``_GRACE`` seconds; an app that is not listening
+    is cancelled at once. The deadline is one ``loop.call_at`` timer, cheaper than ``asyncio.wait_for``
+    (a task per call) or ``asyncio.timeout``.
     """
 
     __slots__ = ("body", "next", "seconds", "status")
@@ -102,67 +105,141 @@ class TimeoutStep:
 
     async def __call__(self, ex: Exchange) -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        timer = loop.call_at(loop.time() + self.seconds, _expire, ex, task)
+        deadline = _Deadline(ex, asyncio.current_task())
+        timer = loop.call_at(loop.time() + self.seconds, deadline.expire)
+        client_receive = ex.receive
+        ex.receive = deadline.receive
         try:
             await self.next(ex)
         except asyncio.CancelledError:
             if not ex.timed_out:
                 raise
-            if sys.version_info >= (3, 11) and task is not None:
-                task.uncancel()
-            if ex.started:
-                ex.aborted = True
-                logger.warning(
-                    "timeout: %s %s ran past %.3gs after its response started; the connection is closed",
-                    ex.scope["method"], ex.path, self.seconds,
-                )
-                return
-            raise Rejection(self.status, self.body) from None
+            if sys.version_info >= (3, 11) and deadline.task is not None:
+                deadline.task.uncancel()
         finally:
             timer.cancel()
+            deadline.settle()
+            ex.receive = client_receive
+        if not ex.timed_out:
+            return
+        if ex.started:
+            ex.aborted = True
+            logger.warning(
+                "timeout: %s %s ran past %.3gs after its response started; the connection is closed",
+                ex.scope["method"], ex.path, self.seconds,
+            )
+            return
+        raise Rejection(self.status, self.body)
 
 
-def _expire(ex: Exchange, task: asyncio.Task[Any] | None) -> None:
-    ex.timed_out = True
-    if task is not None:
-        task.cancel()
+_GRACE = 1.0
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class _Deadline:
+    """One request's deadline: the ``receive`` the app is given, and what happens when time is up."""
+
+    __slots__ = ("client_receive", "ex", "grace_timer", "listening", "task")
+
+    def __init__(self, ex: Exchange, task: asyncio.Task[Any] | None) -> None:
+        self.ex = ex
+        self.task = task
+        self.client_receive = ex.receive
+        self.listening: asyncio.Future[Message] | None = None
+        self.grace_timer: asyncio.TimerHandle | None = None
+
+    async def receive(self) -> Message:
+        if self.ex.timed_out:
+            return _DISCONNECT
+        self.listening = pending = asyncio.ensure_future(self.client_receive())
+        try:
+            return await pending
+        except asyncio.CancelledError:
+            if self.ex.timed_out and pending.cancelled() and not _being_cancelled(self.task):
+                return _DISCONNECT
+            raise
+        finally:
+            self.listening = None
+
+    def expire(self) -> None:
+        self.ex.timed_out = True
+        if self.listening is not None and self.task is not None:
+            self.listening.cancel()  # the app's receive answers "disconnect"
+            self.grace_timer = asyncio.get_running_loop().call_later(_GRACE, self.task.cancel)
+        elif self.task is not None:
+            self.task.cancel()
+
+    def settle(self) -> None:
+        if self.grace_timer is not None:
+            self.grace_timer.cancel()
+        if self.listening is not None:
+            self.listening.cancel()
+
+
+def _being_cancelled(task: asyncio.Task[Any] | None) -> bool:
+    return task is not None and sys.version_info >= (3, 11) and task.cancelling() > 0
 
 
 class BreakerStep:
     """A circuit breaker per route: exceptions, timeouts and 5xx responses are failures; while open,
     requests are answered 503 with ``Retry-After``."""
 
-    __slots__ = ("body", "breaker", "next")
+    __slots__ = ("body", "breaker", "clock", "next")
 
-    def __init__(self, next: Step, config: CircuitBreakerConfig, breaker: CircuitBreaker | None, name: str) -> None:
+    def __init__(
+        self, next: Step, config: CircuitBreakerConfig, breaker: CircuitBreaker | None, name: str,
+        clock: Callable[[], float],
+    ) -> None:
         self.next = next
         self.breaker = breaker or CircuitBreaker.from_config(config, name=name)
         self.body = error_body(503, "Service unavailable: circuit breaker is open")
+        self.clock = clock
 
     async def __call__(self, ex: Exchange) -> None:
         breaker = self.breaker
-        retry_after = breaker.before_call(time.monotonic())
+        clock = self.clock
+        retry_after = breaker.before_call(clock())
         if retry_after:
             raise Rejection(503, self.body, [retry_after_header(retry_after)])
+        settled = False
+        outer_send = ex.send
+
+        async def judge_at_start(message: Message) -> None:
+            # The verdict is given as soon as the status is known: the client may ask again before
+            # the app has returned.
+            nonlocal settled
+            if message["type"] == "http.response.start" and not settled:
+                settled = True
+                if ex.cache_status == "HIT":
+                    breaker.on_abandoned()  # served by the cache: says nothing about the app
+                elif message["status"] >= 500:
+                    breaker.on_failure(clock())
+                else:
+                    breaker.on_success(clock())
+            await outer_send(message)
+
+        ex.send = judge_at_start
         try:
             await self.next(ex)
         except Rejection:
-            breaker.on_abandoned()  # answered by a step inside (rate limit): no verdict on the app
+            if not settled:
+                breaker.on_abandoned()  # answered by a step inside (rate limit): no verdict on the app
             raise
         except asyncio.CancelledError:
-            if ex.timed_out:
-                breaker.on_failure(time.monotonic())
-            else:
-                breaker.on_abandoned()  # the client went away
+            if not settled:
+                if ex.timed_out:
+                    breaker.on_failure(clock())
+                else:
+                    breaker.on_abandoned()  # the client went away
             raise
         except Exception:
-            breaker.on_failure(time.monotonic())
+            if not settled:
+                breaker.on_failure(clock())
             raise
-        if ex.upstream_status >= 500:
-            breaker.on_failure(time.monotonic())
-        else:
-            breaker.on_success(time.monotonic())
+        finally:
+            ex.send = outer_send
+        if not settled:
+            breaker.on_failure(clock())  # returned without a response (or timed out before one)
 
 
 class RateLimitStep:

@@ -1,0 +1,161 @@
+"""Plugin mode end to end: FastAPI, Starlette and Django apps wrapped by ASGIGateway, served by a real
+uvicorn on a loopback port, asserted through real HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from _apps import FRAMEWORKS, AppState
+from _servers import raw_get, serve
+
+from premier.asgi import ASGIGateway, GatewayConfig, PremierMiddleware
+
+CONFIG = """
+premier:
+  keyspace: e2e
+  paths:
+    - pattern: /api/limited
+      features: {rate_limit: {quota: 3, duration: 60}}
+    - pattern: /api/items/*
+      features: {cache: {expire_s: 60}}
+    - pattern: /api/slow
+      features: {timeout: {seconds: 0.3, error_message: 'Too "slow"'}}
+    - pattern: /api/flaky
+      features: {retry: {max_attempts: 3, wait: 0}}
+    - pattern: /api/fragile
+      features: {circuit_breaker: {failure_threshold: 2, recovery_timeout: 30}}
+    - pattern: /api/admin/*
+      features: {rate_limit: {quota: 1, duration: 60, key: global}}
+  default_features:
+    timeout: {seconds: 10}
+"""
+
+
+class Clock:
+    """The gateway's breaker clock, moved by the test instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=sorted(FRAMEWORKS))
+def site(request: pytest.FixtureRequest) -> Iterator[tuple[httpx.Client, AppState, str]]:
+    state = AppState()
+    app = FRAMEWORKS[request.param](state)
+    state.clock = Clock()
+    gateway = ASGIGateway(GatewayConfig.from_yaml(CONFIG), app=app, clock=state.clock)
+    with serve(gateway) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        yield client, state, base_url
+    state.release.set()
+
+
+def _json(response: httpx.Response) -> Any:
+    assert response.headers["content-type"].startswith("application/json")
+    return json.loads(response.content)
+
+
+def test_rate_limit_answers_429_after_quota_with_headers(site: tuple[httpx.Client, AppState, str]) -> None:
+    client, _, _ = site
+    remaining = []
+    for _ in range(3):
+        response = client.get("/api/limited")
+        assert response.status_code == 200
+        assert response.headers["ratelimit-policy"] == '"premier";q=3;w=60'
+        remaining.append(response.headers["ratelimit"].split(";")[1])
+    assert remaining == ["r=2", "r=1", "r=0"]
+    rejected = client.get("/api/limited")
+    assert rejected.status_code == 429
+    assert 1 <= int(rejected.headers["retry-after"]) <= 60
+    assert rejected.headers["ratelimit"].startswith('"premier";r=0;t=')
+    assert _json(rejected) == {"error": "Rate limit exceeded", "status": 429}
+
+
+def test_cache_hit_serves_identical_body_with_age(site: tuple[httpx.Client, AppState, str]) -> None:
+    client, state, _ = site
+    first = client.get("/api/items/5")
+    second = client.get("/api/items/5")
+    assert first.headers["x-cache"] == "MISS"
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content
+    assert int(second.headers["age"]) >= 0
+    assert state.item_calls == 1
+    assert client.get("/api/items/6").headers["x-cache"] == "MISS"
+    assert state.item_calls == 2
+
+
+def test_slow_endpoint_times_out_with_json_504(site: tuple[httpx.Client, AppState, str]) -> None:
+    client, _, _ = site
+    started = time.monotonic()
+    response = client.get("/api/slow")
+    assert time.monotonic() - started < 3
+    assert response.status_code == 504
+    assert _json(response) == {"error": 'Too "slow"', "status": 504}
+
+
+def test_retry_recovers_a_flaky_endpoint(site: tuple[httpx.Client, AppState, str]) -> None:
+    client, state, _ = site
+    response = client.get("/api/flaky")
+    assert response.status_code == 200
+    assert _json(response) == {"recovered_after": 3}
+    assert state.flaky_calls == 3
+
+
+def test_circuit_breaker_opens_then_half_opens(site: tuple[httpx.Client, AppState, str]) -> None:
+    client, state, _ = site
+    state.fail = True
+    assert [client.get("/api/fragile").status_code for _ in range(2)] == [500, 500]
+    refused = client.get("/api/fragile")
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "30"
+    assert _json(refused)["status"] == 503
+    state.clock.now += 29
+    assert client.get("/api/fragile").status_code == 503
+    state.fail = False
+    state.clock.now += 1  # recovery_timeout is over: half-open, one probe goes through
+    assert client.get("/api/fragile").status_code == 200
+    assert client.get("/api/fragile").status_code == 200  # the probe closed it
+
+
+def test_streaming_chunks_arrive_before_the_app_finishes(site: tuple[httpx.Client, AppState, str]) -> None:
+    client, state, _ = site
+    with client.stream("GET", "/api/stream") as response:
+        chunks = response.iter_raw()
+        assert next(chunks).startswith(b"first")
+        state.release.set()  # the app sends its second chunk only now
+        rest = b"".join(chunks)
+    assert rest.endswith(b"second\n")
+    assert state.stream_outcome == "released"
+
+
+@pytest.mark.parametrize(
+    "bypass", ["/api//admin/x", "/api/%61dmin/x", "/api/x/../admin/x", "/api/./admin/x", "//api/admin/x"]
+)
+def test_path_normalisation_bypasses_are_refused(site: tuple[httpx.Client, AppState, str], bypass: str) -> None:
+    _, _, base_url = site
+    assert raw_get(base_url, "/api/admin/x")[0] == 200
+    status, _, body = raw_get(base_url, bypass)
+    assert status == 429, f"{bypass} slipped past the /api/admin/* policy"
+    assert json.loads(body)["status"] == 429
+
+
+def test_middleware_form_for_starlette_and_fastapi() -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/api/limited")
+    async def limited() -> dict[str, bool]:
+        return {"ok": True}
+
+    app.add_middleware(PremierMiddleware, config=GatewayConfig.from_yaml(CONFIG))
+    with serve(app) as base_url, httpx.Client(base_url=base_url) as client:
+        statuses = [client.get("/api/limited").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
