@@ -25,6 +25,7 @@ class Exchange:
         "aborted",
         "cache_status",
         "client_send",
+        "extra_headers",
         "params",
         "path",
         "rate_limited",
@@ -55,13 +56,24 @@ class Exchange:
         self.timed_out = False
         self.rate_limited = False
         self.cache_status = ""
+        self.extra_headers: dict[bytes, bytes] | None = None  # added to the response the client gets
 
     async def record(self, message: Message) -> None:
-        """The send that reaches the client: records the status and that the response started."""
+        """The send that reaches the client: records the status and that the response started, and
+        appends the headers steps asked for (``RateLimit``, ``X-Cache``) to whatever response it is."""
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.started = True
+            if self.extra_headers:
+                message = {**message, "headers": [*message.get("headers", ()), *self.extra_headers.items()]}
         await self.client_send(message)
+
+    def add_header(self, name: bytes, value: bytes) -> None:
+        """Add (or replace) a header on the response the client will get, whoever produces it."""
+        if self.extra_headers is None:
+            self.extra_headers = {name: value}
+        else:
+            self.extra_headers[name] = value
 
     async def from_app(self, message: Message) -> None:
         """The send given to the app: records its status, then passes through the steps' ``send``."""

@@ -43,6 +43,14 @@ _NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary
 _MAX_INDEXED_PATHS = 10_000
 
 
+_REQUEST_HEADERS = frozenset({b"cache-control", b"range", b"pragma", b"authorization", b"if-none-match"})
+
+
+def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The request headers the cache looks at, in one pass over the list."""
+    return {name: value for name, value in headers if name in _REQUEST_HEADERS}
+
+
 def _directives(value: bytes | None) -> dict[str, str]:
     """``Cache-Control`` directives as a dict (names lower-cased; valueless ones map to ``""``)."""
     if not value:
@@ -88,8 +96,8 @@ class Entry:
 
 
 class _Capture:
-    """The send of a request that missed: passes the response on (with ``X-Cache: MISS``) and keeps a
-    copy to store if the response turns out storable and complete."""
+    """The send of a request that missed: passes the response on and keeps a copy to store if the
+    response turns out storable and complete."""
 
     __slots__ = ("body", "headers", "limit", "send", "size", "status", "storing")
 
@@ -107,7 +115,6 @@ class _Capture:
             self.status = message["status"]
             self.headers = list(message.get("headers", ()))
             self.storing = self.status in _STORABLE_STATUS
-            message = {**message, "headers": [*self.headers, (b"x-cache", b"MISS")]}
         elif message["type"] == "http.response.body" and self.storing:
             chunk = message.get("body", b"")
             self.size += len(chunk)
@@ -171,29 +178,31 @@ class HttpCacheStep:
             if method not in _SAFE and 200 <= ex.upstream_status < 400:
                 await self._invalidate(ex.path)
             return
-        request_cc = _directives(ex.header(b"cache-control"))
-        if "no-store" in request_cc or ex.header(b"range") is not None:
+        request = _request_headers(ex.scope["headers"])
+        request_cc = _directives(request.get(b"cache-control"))
+        if "no-store" in request_cc or b"range" in request:
             ex.cache_status = "BYPASS"
             await self.next(ex)
             return
         base_key = self._base_key(ex)
-        revalidate = "no-cache" in request_cc or ex.header(b"pragma") == b"no-cache"
-        has_auth = ex.header(b"authorization") is not None
+        revalidate = "no-cache" in request_cc or request.get(b"pragma") == b"no-cache"
+        has_auth = b"authorization" in request
         if not revalidate:
-            served = await self._serve_fresh(ex, base_key, request_cc, has_auth)
+            served = await self._serve_fresh(ex, base_key, request_cc, request)
             if served:
                 return
             event = self.inflight.get(base_key)
             if event is not None:  # someone is already fetching it: wait, then look again
                 await event.wait()
-                if await self._serve_fresh(ex, base_key, request_cc, has_auth):
+                if await self._serve_fresh(ex, base_key, request_cc, request):
                     return
         if "only-if-cached" in request_cc:
             await send_error(ex.send, 504, error_body(504, "Not in cache (only-if-cached)"))
             return
         ex.cache_status = "MISS"
+        ex.add_header(b"x-cache", b"MISS")
         if method == "HEAD" or base_key in self.inflight:
-            await self._pass_through(ex)
+            await self.next(ex)
             return
         event = self.inflight[base_key] = asyncio.Event()
         try:
@@ -202,20 +211,23 @@ class HttpCacheStep:
             del self.inflight[base_key]
             event.set()
 
-    async def _serve_fresh(self, ex: Exchange, base_key: str, request_cc: dict[str, str], has_auth: bool) -> bool:
+    async def _serve_fresh(
+        self, ex: Exchange, base_key: str, request_cc: dict[str, str], request: dict[bytes, bytes]
+    ) -> bool:
         entry, _ = await self._lookup(ex, base_key)
         if entry is None:
             return False
         now = self.clock()
         age = now - entry.stored_at
-        if now >= entry.expires_at or (has_auth and not entry.auth_ok):
+        if now >= entry.expires_at or (b"authorization" in request and not entry.auth_ok):
             return False
         max_age = _seconds(request_cc.get("max-age"))
         if max_age is not None and age > max_age:
             return False
         ex.cache_status = "HIT"
-        extra = [(b"age", str(int(age)).encode()), (b"x-cache", b"HIT")]
-        if entry.etag is not None and _etag_matches(ex.header(b"if-none-match"), entry.etag):
+        ex.add_header(b"x-cache", b"HIT")
+        extra = [(b"age", str(int(age)).encode())]
+        if entry.etag is not None and _etag_matches(request.get(b"if-none-match"), entry.etag):
             headers = [(k, v) for k, v in entry.headers if k in _NOT_MODIFIED_HEADERS]
             await ex.send({"type": "http.response.start", "status": 304, "headers": [*headers, *extra]})
             await ex.send({"type": "http.response.body", "body": b""})
@@ -224,20 +236,6 @@ class HttpCacheStep:
         body = b"" if ex.scope["method"] == "HEAD" else entry.body
         await ex.send({"type": "http.response.body", "body": body})
         return True
-
-    async def _pass_through(self, ex: Exchange) -> None:
-        outer_send = ex.send
-
-        async def mark_miss(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), (b"x-cache", b"MISS")]}
-            await outer_send(message)
-
-        ex.send = mark_miss
-        try:
-            await self.next(ex)
-        finally:
-            ex.send = outer_send
 
     async def _fetch_and_store(self, ex: Exchange, base_key: str, has_auth: bool) -> None:
         outer_send = ex.send

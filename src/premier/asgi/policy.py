@@ -49,7 +49,8 @@ def compile_route(
     ``previous`` is this pattern's route in the configuration being replaced: its circuit breaker is
     kept when the breaker's settings did not change (rate-limit state lives in the provider, keyed by
     pattern, so it survives on its own)."""
-    step: Step = Downstream(app)
+    watch_status = any(f is not None for f in (features.cache, features.circuit_breaker, features.retry))
+    step: Step = Downstream(app, watch_status=watch_status)
     cache = None
     if features.cache is not None:
         step = cache = HttpCacheStep(step, features.cache, provider=provider, keyspace=keyspace)

@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,15 +34,19 @@ def retry_after_header(seconds: float) -> tuple[bytes, bytes]:
 
 
 class Downstream:
-    """The innermost step: the wrapped application (plugin mode) or the upstream pool (standalone)."""
+    """The innermost step: the wrapped application (plugin mode) or the upstream pool (standalone).
 
-    __slots__ = ("app",)
+    ``watch_status``: some step (breaker, retry, cache) needs the app's own status; otherwise the app
+    sends straight to the client-facing send, one layer less per message."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    __slots__ = ("app", "watch_status")
+
+    def __init__(self, app: ASGIApp, *, watch_status: bool = True) -> None:
         self.app = app
+        self.watch_status = watch_status
 
     async def __call__(self, ex: Exchange) -> None:
-        await self.app(ex.scope, ex.receive, ex.from_app)
+        await self.app(ex.scope, ex.receive, ex.from_app if self.watch_status else ex.record)
 
 
 class Entry:
@@ -91,22 +96,34 @@ class TimeoutStep:
     At the deadline, an app that is listening for the client (awaiting ``receive``, as Django and
     streaming responses do) is told the client disconnected, which is the ASGI way to ask it to stop,
     and is cancelled only if it has not stopped within ``_GRACE`` seconds; an app that is not listening
-    is cancelled at once. The deadline is one ``loop.call_at`` timer, cheaper than ``asyncio.wait_for``
-    (a task per call) or ``asyncio.timeout``.
+    is cancelled at once.
+
+    Every request of a route has the same timeout, so deadlines come due in arrival order: they wait in
+    one queue per step, watched by a single timer set for the oldest. A request costs an append and a
+    flag, not a timer of its own (``asyncio.wait_for`` costs a task per call, ``loop.call_at`` a timer
+    handle).
     """
 
-    __slots__ = ("body", "next", "seconds", "status")
+    __slots__ = ("body", "loop", "next", "pending", "seconds", "status", "timer")
 
     def __init__(self, next: Step, config: TimeoutConfig) -> None:
         self.next = next
         self.seconds = config.seconds
         self.status = config.error_status
         self.body = error_body(config.error_status, config.error_message)
+        self.pending: deque[_Deadline] = deque()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, ex: Exchange) -> None:
         loop = asyncio.get_running_loop()
-        deadline = _Deadline(ex, asyncio.current_task())
-        timer = loop.call_at(loop.time() + self.seconds, deadline.expire)
+        if loop is not self.loop:  # first request, or a new event loop: start a fresh queue
+            self.loop, self.pending, self.timer = loop, deque(), None
+        deadline = _Deadline(ex, asyncio.current_task(), loop.time() + self.seconds)
+        pending = self.pending
+        pending.append(deadline)
+        if self.timer is None:
+            self.timer = loop.call_at(deadline.at, self._expire_due)
         client_receive = ex.receive
         ex.receive = deadline.receive
         try:
@@ -117,9 +134,10 @@ class TimeoutStep:
             if sys.version_info >= (3, 11) and deadline.task is not None:
                 deadline.task.uncancel()
         finally:
-            timer.cancel()
             deadline.settle()
             ex.receive = client_receive
+            while pending and pending[0].done:
+                pending.popleft()
         if not ex.timed_out:
             return
         if ex.started:
@@ -131,6 +149,20 @@ class TimeoutStep:
             return
         raise Rejection(self.status, self.body)
 
+    def _expire_due(self) -> None:
+        pending = self.pending
+        loop = self.loop
+        assert loop is not None  # set before any timer is
+        now = loop.time()
+        while pending:
+            head = pending[0]
+            if not head.done and head.at > now:
+                break
+            pending.popleft()
+            if not head.done:
+                head.expire()
+        self.timer = loop.call_at(pending[0].at, self._expire_due) if pending else None
+
 
 _GRACE = 1.0
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -139,41 +171,54 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 class _Deadline:
     """One request's deadline: the ``receive`` the app is given, and what happens when time is up."""
 
-    __slots__ = ("client_receive", "ex", "grace_timer", "listening", "task")
+    __slots__ = ("at", "client_receive", "done", "ex", "grace_timer", "listening", "task")
 
-    def __init__(self, ex: Exchange, task: asyncio.Task[Any] | None) -> None:
-        self.ex = ex
+    def __init__(self, ex: Exchange, task: asyncio.Task[Any] | None, at: float) -> None:
+        self.ex: Exchange | None = ex
         self.task = task
+        self.at = at
+        self.done = False
         self.client_receive = ex.receive
         self.listening: asyncio.Future[Message] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
 
     async def receive(self) -> Message:
-        if self.ex.timed_out:
+        ex = self.ex
+        if ex is None or ex.timed_out:
             return _DISCONNECT
         self.listening = pending = asyncio.ensure_future(self.client_receive())
         try:
             return await pending
         except asyncio.CancelledError:
-            if self.ex.timed_out and pending.cancelled() and not _being_cancelled(self.task):
+            if ex.timed_out and pending.cancelled() and not _being_cancelled(self.task):
                 return _DISCONNECT
             raise
         finally:
             self.listening = None
 
     def expire(self) -> None:
+        if self.ex is None or self.task is None:
+            return
         self.ex.timed_out = True
-        if self.listening is not None and self.task is not None:
+        if self.listening is not None:
             self.listening.cancel()  # the app's receive answers "disconnect"
             self.grace_timer = asyncio.get_running_loop().call_later(_GRACE, self.task.cancel)
-        elif self.task is not None:
+        else:
             self.task.cancel()
 
     def settle(self) -> None:
+        """The request is over: release what it holds (a settled deadline may wait in the queue)."""
+        self.done = True
         if self.grace_timer is not None:
             self.grace_timer.cancel()
         if self.listening is not None:
             self.listening.cancel()
+        self.ex = self.task = None
+        self.client_receive = _gone  # type: ignore[assignment]
+
+
+async def _gone() -> Message:
+    return _DISCONNECT
 
 
 def _being_cancelled(task: asyncio.Task[Any] | None) -> bool:
@@ -262,22 +307,11 @@ class RateLimitStep:
         limiter = self.limiter
         key = self.key_of(ex.scope)
         decision = limiter.check_nowait(key) if limiter.is_local else await limiter.check(key)
-        state = f'"premier";r={decision.remaining};t={math.ceil(decision.reset_after)}'.encode()
-        headers = [(b"ratelimit-policy", self.policy_header), (b"ratelimit", state)]
+        ex.add_header(b"ratelimit-policy", self.policy_header)
+        ex.add_header(b"ratelimit", f'"premier";r={decision.remaining};t={math.ceil(decision.reset_after)}'.encode())
         if not decision.allowed:
             ex.rate_limited = True
-            raise Rejection(self.status, self.body, [retry_after_header(decision.retry_after), *headers])
+            raise Rejection(self.status, self.body, [retry_after_header(decision.retry_after)])
         if decision.delay:
             await asyncio.sleep(decision.delay)
-        outer_send = ex.send
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *headers]}
-            await outer_send(message)
-
-        ex.send = send_with_headers
-        try:
-            await self.next(ex)
-        finally:
-            ex.send = outer_send
+        await self.next(ex)
