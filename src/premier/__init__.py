@@ -4,6 +4,10 @@ by one policy engine and one YAML configuration.
 Heavy dependencies (uvicorn, redis) are imported only by the modules that need them.
 """
 
+# The modules `premier.retry` and `premier.timer` are imported first: importing a submodule binds it as
+# an attribute of the package, which would otherwise replace the `retry` decorator bound below.
+import premier.retry
+import premier.timer  # noqa: F401
 from premier.config import GatewayConfig
 from premier.errors import (
     BackendError,

@@ -56,7 +56,7 @@ class ClientIdentity:
             def by_header(scope: Scope) -> str:
                 for name, value in scope["headers"]:
                     if name == header:
-                        return "h:" + value.decode("latin-1")
+                        return "h:" + bytes(value).decode("latin-1")
                 return "ip:" + self.address(scope)  # no header: still limited, by address
 
             return by_header

@@ -23,6 +23,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Exchange:
     __slots__ = (
         "aborted",
+        "attempt",
         "cache_status",
         "client_send",
         "extra_headers",
@@ -51,6 +52,7 @@ class Exchange:
         self.params = params  # path parameters captured by the pattern
         self.status = 0  # what the client was sent
         self.upstream_status = 0  # what the app (or backend) answered, last attempt
+        self.attempt = 1  # the retry step counts attempts here
         self.started = False
         self.aborted = False
         self.timed_out = False

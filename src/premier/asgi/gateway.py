@@ -37,7 +37,8 @@ class ASGIGateway:
     ``cache_provider`` stores cache entries and rate-limit counters (default: this process's memory;
     pass ``premier.providers.redis.AsyncRedisCache`` to share them between processes). Lifespan and
     WebSocket scopes pass straight through to ``app``. ``clock`` (monotonic seconds) times circuit
-    breakers; tests pass a fake one.
+    breakers; ``wall_clock`` (seconds since the epoch) dates HTTP cache entries (``Age``, freshness).
+    Tests pass fake ones (the same fake as the provider's clock, so stored entries expire together).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class ASGIGateway:
         servers: list[str] | None = None,
         cache_provider: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         from premier.providers import AsyncInMemoryCache
 
@@ -61,6 +63,8 @@ class ASGIGateway:
         self.provider = cache_provider if cache_provider is not None else AsyncInMemoryCache()
         self.events = Events()
         self.clock = clock
+        self.wall_clock = wall_clock
+        self._cache_index: dict[str, set[str]] = {}  # path -> cache keys, shared by all configurations
         self._compiled = self._compile(config, None)
 
     @property
@@ -83,7 +87,8 @@ class ASGIGateway:
         def build(pattern: str, features: FeaturesConfig) -> Route:
             return compile_route(
                 pattern, features, app=self.app, keyspace=config.keyspace, provider=self.provider,
-                identity=identity, events=self.events, clock=self.clock, previous=old_routes.get(pattern),
+                identity=identity, events=self.events, clock=self.clock, wall_clock=self.wall_clock,
+                cache_index=self._cache_index, previous=old_routes.get(pattern),
             )
 
         routes: dict[str, Route] = {}
@@ -106,8 +111,9 @@ class ASGIGateway:
         compiled = self._compiled
         raw_path = scope["path"]
         route, path, params = compiled.router.match(raw_path)
-        if path is not raw_path:
-            # The app sees the path the policy was chosen for, so they can never disagree.
+        if path is not raw_path and path != raw_path:
+            # The app sees the path the policy was chosen for, so they can never disagree. (The memo
+            # hands back the first request's string: an equal path is not a normalised one.)
             scope = {**scope, "path": path, "raw_path": quote(path).encode("ascii")}
         if route is None:
             if not self.events.active:

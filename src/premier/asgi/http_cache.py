@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from premier.asgi.exchange import Exchange, Message, Send, error_body, send_error
+from premier.asgi.exchange import Exchange, Message, Rejection, Send, error_body
 from premier.asgi.steps import Step
 from premier.config.schema import CacheConfig
 
@@ -41,6 +41,7 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _NOT_STORED_HEADERS = frozenset({b"set-cookie", b"connection", b"keep-alive", b"transfer-encoding", b"x-cache", b"age"})
 _NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary", b"content-location", b"date"})
 _MAX_INDEXED_PATHS = 10_000
+_NOT_CACHED = error_body(504, "Not in cache (only-if-cached)")
 
 
 _REQUEST_HEADERS = frozenset({b"cache-control", b"range", b"pragma", b"authorization", b"if-none-match"})
@@ -99,12 +100,13 @@ class _Capture:
     """The send of a request that missed: passes the response on and keeps a copy to store if the
     response turns out storable and complete."""
 
-    __slots__ = ("body", "headers", "limit", "send", "size", "status", "storing")
+    __slots__ = ("body", "complete", "headers", "limit", "send", "size", "status", "storing")
 
     def __init__(self, send: Send, limit: int) -> None:
         self.send = send
         self.limit = limit
         self.storing = False
+        self.complete = False  # the app sent its last body message (not cut short mid-stream)
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
@@ -115,22 +117,26 @@ class _Capture:
             self.status = message["status"]
             self.headers = list(message.get("headers", ()))
             self.storing = self.status in _STORABLE_STATUS
-        elif message["type"] == "http.response.body" and self.storing:
-            chunk = message.get("body", b"")
-            self.size += len(chunk)
-            if self.size > self.limit:
-                self.storing = False
-                self.body = []
-            else:
-                self.body.append(chunk)
+        elif message["type"] == "http.response.body":
+            if self.storing:
+                chunk = message.get("body", b"")
+                self.size += len(chunk)
+                if self.size > self.limit:
+                    self.storing = False
+                    self.body = []
+                else:
+                    self.body.append(chunk)
+            if not message.get("more_body", False):
+                self.complete = True
         await self.send(message)
 
 
 class HttpCacheStep:
-    __slots__ = ("config", "default_ttl", "inflight", "key_template", "max_entry_bytes", "next", "paths", "prefix", "provider", "clock", "local")
+    __slots__ = ("clock", "config", "default_ttl", "inflight", "key_template", "local", "max_entry_bytes", "next", "paths", "prefix", "provider")
 
     def __init__(
-        self, next: Step, config: CacheConfig, *, provider: Any, keyspace: str, clock: Callable[[], float] = time.time
+        self, next: Step, config: CacheConfig, *, provider: Any, keyspace: str, clock: Callable[[], float] = time.time,
+        index: dict[str, set[str]] | None = None,
     ) -> None:
         from premier.providers import LocalProvider
 
@@ -144,7 +150,9 @@ class HttpCacheStep:
         self.max_entry_bytes = config.max_entry_bytes
         self.clock = clock
         self.inflight: dict[str, asyncio.Event] = {}
-        self.paths: dict[str, set[str]] = {}  # path -> keys stored for it, for invalidation
+        # path -> keys stored for it, for invalidation; the gateway passes one index that outlives
+        # reloads, as the entries in the provider do.
+        self.paths: dict[str, set[str]] = {} if index is None else index
 
     # -- keys and storage ------------------------------------------------------------------------
     def _base_key(self, ex: Exchange) -> str:
@@ -197,8 +205,8 @@ class HttpCacheStep:
                 if await self._serve_fresh(ex, base_key, request_cc, request):
                     return
         if "only-if-cached" in request_cc:
-            await send_error(ex.send, 504, error_body(504, "Not in cache (only-if-cached)"))
-            return
+            # The cache's own answer, not the app's: a Rejection, so retry and breaker ignore it.
+            raise Rejection(504, _NOT_CACHED)
         ex.cache_status = "MISS"
         ex.add_header(b"x-cache", b"MISS")
         if method == "HEAD" or base_key in self.inflight:
@@ -245,7 +253,7 @@ class HttpCacheStep:
             await self.next(ex)
         finally:
             ex.send = outer_send
-        if capture.storing:
+        if capture.storing and capture.complete:
             await self._store(ex, base_key, capture, has_auth)
 
     async def _store(self, ex: Exchange, base_key: str, capture: _Capture, has_auth: bool) -> None:
@@ -267,7 +275,7 @@ class HttpCacheStep:
         if b"*" in vary:
             return
         now = self.clock()
-        lifetime = _freshness(response_cc, headers, self.default_ttl)
+        lifetime = _freshness(response_cc, headers, self.default_ttl, now)
         if lifetime is not None and lifetime <= 0:
             return
         stored = [(k.lower(), v) for k, v in headers if k.lower() not in _NOT_STORED_HEADERS]
@@ -298,7 +306,9 @@ def _variant_key(base_key: str, vary: tuple[bytes, ...], ex: Exchange) -> str:
     return base_key + "\x00" + "\x00".join(values)
 
 
-def _freshness(cc: dict[str, str], headers: list[tuple[bytes, bytes]], default: float | None) -> float | None:
+def _freshness(
+    cc: dict[str, str], headers: list[tuple[bytes, bytes]], default: float | None, now: float
+) -> float | None:
     """Seconds the response stays fresh; ``None`` when it never goes stale by itself."""
     for directive in ("s-maxage", "max-age"):
         if directive in cc:
@@ -308,7 +318,7 @@ def _freshness(cc: dict[str, str], headers: list[tuple[bytes, bytes]], default: 
         date = next((v for k, v in headers if k.lower() == b"date"), None)
         try:
             end = parsedate_to_datetime(expires.decode("latin-1")).timestamp()
-            start = parsedate_to_datetime(date.decode("latin-1")).timestamp() if date else time.time()
+            start = parsedate_to_datetime(date.decode("latin-1")).timestamp() if date else now
         except (TypeError, ValueError):
             return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
         return end - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,8 @@ def compile_route(
     identity: ClientIdentity,
     events: Events,
     clock: Callable[[], float],
+    wall_clock: Callable[[], float] = time.time,
+    cache_index: dict[str, set[str]] | None = None,
     previous: Route | None = None,
 ) -> Route:
     """Builds the chain inside out: downstream ← cache ← rate limit ← breaker ← retry ← timeout ← entry.
@@ -53,7 +56,9 @@ def compile_route(
     step: Step = Downstream(app, watch_status=watch_status)
     cache = None
     if features.cache is not None:
-        step = cache = HttpCacheStep(step, features.cache, provider=provider, keyspace=keyspace)
+        step = cache = HttpCacheStep(
+            step, features.cache, provider=provider, keyspace=keyspace, clock=wall_clock, index=cache_index
+        )
     if features.rate_limit is not None:
         limiter = RateLimiter(features.rate_limit, provider=provider, keyspace=keyspace, name=pattern)
         step = RateLimitStep(step, features.rate_limit, limiter, identity.key_function(features.rate_limit.key))

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 from premier.asgi.exchange import Exchange, Message, Receive, Rejection, Send
 from premier.asgi.steps import Step
@@ -107,6 +107,7 @@ class RetryStep:
         try:
             while True:
                 ex.receive = _replay(body, client_receive)
+                ex.attempt = attempt
                 last = attempt >= policy.max_attempts
                 attempt_send = None if last else _Attempt(outer_send, self.statuses)
                 ex.send = outer_send if attempt_send is None else attempt_send

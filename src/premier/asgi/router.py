@@ -69,7 +69,13 @@ class Router(Generic[T]):
     __slots__ = ("_default", "_memo", "_memo_size", "_routes")
 
     def __init__(self, routes: Sequence[tuple[str, T]], default: T | None, *, memo_size: int = 10_000) -> None:
-        self._routes = [(compile_pattern(pattern), target) for pattern, target in routes]
+        # A `^...` regex is searched (as documented: `^/a|/b` also matches `/x/b`); a glob ends in \Z
+        # and is matched from the start, so it matches the whole path.
+        self._routes = [
+            (regex.search if pattern.startswith("^") else regex.match, target)
+            for pattern, target in routes
+            for regex in (compile_pattern(pattern),)
+        ]
         self._default = default
         self._memo: dict[str, tuple[T | None, str, dict[str, str]]] = {}
         self._memo_size = memo_size
@@ -81,8 +87,8 @@ class Router(Generic[T]):
             return found
         path = normalize_path(raw_path)
         found = (self._default, path, {})
-        for regex, target in self._routes:
-            m = regex.match(path)  # a `^...` regex is anchored anyway; globs end in \Z
+        for find, target in self._routes:
+            m = find(path)
             if m is not None:
                 found = (target, path, {k: v for k, v in m.groupdict().items() if v is not None})
                 break

@@ -68,6 +68,10 @@ class Entry:
             if ex.started:
                 raise
             await send_error(ex.record, rejection.status, rejection.body, rejection.headers)
+        except Exception:
+            if not ex.started:
+                ex.status = 500  # what the server will answer for the app's exception
+            raise
         finally:
             duration = time.perf_counter() - started
             if duration >= self.log_threshold:
@@ -214,7 +218,7 @@ class _Deadline:
         if self.listening is not None:
             self.listening.cancel()
         self.ex = self.task = None
-        self.client_receive = _gone  # type: ignore[assignment]
+        self.client_receive = _gone
 
 
 async def _gone() -> Message:
@@ -304,6 +308,11 @@ class RateLimitStep:
         self.policy_header = f'"premier";q={config.quota};w={math.ceil(config.duration)}'.encode()
 
     async def __call__(self, ex: Exchange) -> None:
+        if ex.attempt > 1:
+            # A retry of a request already counted: one client request spends one token, however
+            # many attempts the gateway makes for it.
+            await self.next(ex)
+            return
         limiter = self.limiter
         key = self.key_of(ex.scope)
         decision = limiter.check_nowait(key) if limiter.is_local else await limiter.check(key)

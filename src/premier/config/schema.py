@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "ALGORITHMS",
+    "FEATURE_NAMES",
     "CacheConfig",
     "CircuitBreakerConfig",
-    "FEATURE_NAMES",
     "FeaturesConfig",
     "GatewayConfig",
     "MonitoringConfig",
@@ -216,7 +216,7 @@ class FeaturesConfig:
         a feature set to ``null`` here switches the default off."""
         if defaults is None:
             return self
-        values = {
+        values: dict[str, Any] = {
             name: None if name in self.disabled else (getattr(self, name) or getattr(defaults, name))
             for name in FEATURE_NAMES
         }

@@ -142,7 +142,8 @@ def _key_builder(func: Callable[..., Any], cache_key: str | Callable[..., str] |
     if cache_key is None:
         return lambda *args, **kwargs: f"{name}:{args!r}:{kwargs!r}"
     parameters = inspect.signature(func).parameters
-    fields = {f for _, f, _, _ in string.Formatter().parse(cache_key) if f is not None}
+    parsed = list(string.Formatter().parse(cache_key))
+    fields = {f for _, f, _, _ in parsed if f is not None}
     unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in parameters)
     if unknown:
         raise ConfigError(
@@ -150,14 +151,33 @@ def _key_builder(func: Callable[..., Any], cache_key: str | Callable[..., str] |
         )
     positional = [p.name for p in parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     defaults = {p.name: p.default for p in parameters.values() if p.default is not p.empty}
+    template: str = cache_key
 
     def build_key(*args: Any, **kwargs: Any) -> str:
         values = dict(defaults)
-        values.update(zip(positional, args))
+        values.update(zip(positional, args, strict=False))
         values.update(kwargs)
-        return cache_key.format_map(values)
+        return template.format_map(values)
 
-    return build_key
+    if not all(f in positional for f in fields):
+        return build_key
+    # Every field is a plain positional parameter: "user:{user_id}" becomes "user:{0}", filled straight
+    # from the positional arguments when the call gives them all (no dict built on the hot path).
+    pieces = []
+    for literal, field, spec, conversion in parsed:
+        pieces.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is not None:
+            pieces.append("{" + str(positional.index(field)) + (f"!{conversion}" if conversion else "")
+                          + (f":{spec}" if spec else "") + "}")
+    by_position = "".join(pieces).format
+    needed = 1 + max((positional.index(f) for f in fields), default=-1)
+
+    def build_key_fast(*args: Any, **kwargs: Any) -> str:
+        if kwargs or len(args) < needed:
+            return build_key(*args, **kwargs)
+        return by_position(*args)
+
+    return build_key_fast
 
 
 def cache(
@@ -180,11 +200,17 @@ def cache(
         feature = Cache(config, provider=provider, keyspace=keyspace)
         key_of = _key_builder(func, cache_key)
 
+        get_nowait = feature.provider.get_nowait if feature.is_local else None
+        prefix = feature.prefix
+
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await feature.get_or_compute(key_of(*args, **kwargs), lambda: func(*args, **kwargs))
+                key = key_of(*args, **kwargs)
+                if get_nowait is not None and (boxed := get_nowait(prefix + key)) is not None:
+                    return boxed[0]  # a hit, answered without awaiting
+                return await feature.get_or_compute(key, lambda: func(*args, **kwargs))
 
             async_wrapper.cache = feature  # type: ignore[attr-defined]
             return async_wrapper  # type: ignore[return-value]
@@ -194,7 +220,10 @@ def cache(
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return feature.get_or_compute_nowait(key_of(*args, **kwargs), lambda: func(*args, **kwargs))
+            key = key_of(*args, **kwargs)
+            if (boxed := get_nowait(prefix + key)) is not None:  # type: ignore[misc]
+                return boxed[0]
+            return feature.get_or_compute_nowait(key, lambda: func(*args, **kwargs))
 
         wrapper.cache = feature  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]

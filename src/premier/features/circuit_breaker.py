@@ -33,6 +33,7 @@ _NO_VERDICT = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorE
 
 class CircuitBreaker:
     __slots__ = (
+        "_state",
         "failure_threshold",
         "failures",
         "half_open_max_calls",
@@ -41,7 +42,6 @@ class CircuitBreaker:
         "opened_at",
         "probes",
         "recovery_timeout",
-        "_state",
     )
 
     def __init__(
@@ -136,10 +136,11 @@ def circuit_breaker(
     raise ``expected_exception``); refuse calls with :class:`~premier.errors.CircuitOpenError` (carrying
     ``retry_after``) for ``recovery_timeout`` seconds, then let ``half_open_max_calls`` probes through.
     Other exceptions propagate without counting as failures. The breaker is at ``wrapper.breaker``."""
+    named = {"expected_exception": expected_exception} if isinstance(expected_exception, str) else {}
     build(
         CircuitBreakerConfig,
         {"failure_threshold": failure_threshold, "recovery_timeout": recovery_timeout,
-         "half_open_max_calls": half_open_max_calls},
+         "half_open_max_calls": half_open_max_calls, **named},
         path="circuit_breaker",
     )
     expected = resolve_exception(expected_exception) if isinstance(expected_exception, str) else expected_exception

@@ -37,12 +37,19 @@ def timeout(seconds: float) -> Callable[[F], F]:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    if sys.version_info >= (3, 11):
-                        async with asyncio.timeout(seconds):
+                if sys.version_info >= (3, 11):
+                    deadline = asyncio.timeout(seconds)
+                    try:
+                        async with deadline:
                             return await func(*args, **kwargs)
+                    except TimeoutError as exc:
+                        # Only our deadline is ours to report; the function's own TimeoutError passes unchanged.
+                        if deadline.expired():
+                            raise PremierTimeoutError(message, seconds=seconds) from exc
+                        raise
+                try:
                     return await asyncio.wait_for(func(*args, **kwargs), seconds)
-                except TimeoutError as exc:
+                except asyncio.TimeoutError as exc:  # not the built-in TimeoutError before Python 3.11
                     raise PremierTimeoutError(message, seconds=seconds) from exc
 
             return async_wrapper  # type: ignore[return-value]

@@ -26,8 +26,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def make_algorithm(config: RateLimitConfig) -> RateLimitAlgorithm:
     if config.algorithm == "leaky_bucket":
         return LeakyBucket(config.quota, config.duration, config.bucket_size)
-    algorithm = {"fixed_window": FixedWindow, "sliding_window": SlidingWindow, "token_bucket": TokenBucket}
-    return algorithm[config.algorithm](config.quota, config.duration)
+    if config.algorithm == "sliding_window":
+        return SlidingWindow(config.quota, config.duration)
+    if config.algorithm == "token_bucket":
+        return TokenBucket(config.quota, config.duration)
+    return FixedWindow(config.quota, config.duration)
 
 
 class RateLimiter:
@@ -37,7 +40,7 @@ class RateLimiter:
     with every provider.
     """
 
-    __slots__ = ("algorithm", "config", "prefix", "provider", "_acquire_nowait")
+    __slots__ = ("_acquire_nowait", "algorithm", "config", "prefix", "provider")
 
     def __init__(self, config: RateLimitConfig, *, provider: Any = None, keyspace: str = "premier", name: str = "") -> None:
         from premier.providers import AsyncInMemoryCache, LocalProvider
@@ -96,14 +99,14 @@ def rate_limit(
     def decorate(func: F) -> F:
         name = f"{func.__module__}.{func.__qualname__}"
         limiter = RateLimiter(config, provider=provider, keyspace=keyspace, name=name)
-        key_of: Callable[..., str] = key if callable(key) else (lambda *a, **kw: key or "")  # type: ignore[misc]
+        key_of: Callable[..., str] = key if callable(key) else (lambda *a, **kw: key or "")
 
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 call_key = key_of(*args, **kwargs)
-                decision = await limiter.check(call_key)
+                decision = limiter.check_nowait(call_key) if limiter.is_local else await limiter.check(call_key)
                 if not decision.allowed:
                     raise limiter.rejection(decision, call_key)
                 if decision.delay:

@@ -41,21 +41,27 @@ class SlidingWindow:
         pos = int(state[1])
         horizon = now - self.duration
         expired = int(state[2])
-        # Entries age in ring order (oldest first), so advancing the count of expired ones is amortised O(1).
-        while expired < quota and state[_RING + (pos + expired) % quota] <= horizon:
+        # Entries age in ring order (oldest first), so advancing the count of expired ones is
+        # amortised O(1): usually one comparison.
+        while expired < quota:
+            index = pos + expired
+            if index >= quota:
+                index -= quota
+            if state[_RING + index] > horizon:
+                break
             expired += 1
-        newest = state[_RING + (pos - 1) % quota]
         if cost <= expired:
             for _ in range(cost):
                 state[_RING + pos] = now
-                pos = (pos + 1) % quota
-            expired -= cost
-            newest = now
+                pos += 1
+                if pos == quota:
+                    pos = 0
             state[1] = pos
-            state[2] = expired
+            state[2] = expired - cost
             state[0] = now + self.duration
-            return Decision(True, quota, expired, now + self.duration - now)
+            return Decision(True, quota, expired - cost, self.duration)
         state[2] = expired
+        newest = state[_RING + (pos - 1) % quota]
         if cost > quota:
             retry_after = float("inf")
         else:

@@ -1,0 +1,539 @@
+"""The gateway's HTTP cache as a client sees it: what is stored and served (RFC 9111, as documented in
+``premier/asgi/http_cache.py``), keys, freshness on a fake clock, conditional requests, request
+directives, request coalescing and streamed bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+from _asgi import Backend, Result, call, paths
+from conftest import FakeClock
+
+from premier.asgi import ASGIGateway
+from premier.providers import AsyncInMemoryCache
+
+Make = Callable[..., ASGIGateway]
+
+
+@pytest.fixture
+def make(clock: FakeClock, provider: AsyncInMemoryCache) -> Make:
+    """A gateway caching every path (``pattern``) with ``cache`` settings, on the fake clock."""
+
+    def make(app: Any, cache: dict[str, Any] | None = None, *, pattern: str = "/*", more: dict[str, Any] | None = None,
+             **top: Any) -> ASGIGateway:
+        cfg = paths((pattern, {"cache": cache or {}, **(more or {})}), **top)
+        return ASGIGateway(cfg, app=app, cache_provider=provider, wall_clock=clock)
+
+    return make
+
+
+async def get(gateway: ASGIGateway, path: str = "/r", **kwargs: Any) -> Result:
+    return await call(gateway, "GET", path, **kwargs)
+
+
+async def test_miss_then_hit_serves_the_stored_response(make: Make) -> None:
+    app = Backend(headers=[("content-type", "text/plain"), ("x-custom", "1")])
+    gateway = make(app)
+    first, second = await get(gateway), await get(gateway)
+    assert (first.x_cache, second.x_cache) == ("MISS", "HIT")
+    assert first.body == second.body == b"GET /r call 1"
+    assert second.status == 200
+    assert second.header("content-type") == "text/plain"
+    assert second.header("x-custom") == "1"
+    assert second.header("age") == "0"
+    assert first.header("age") is None
+    assert app.calls == 1
+
+
+async def test_age_grows_with_time_and_entries_expire(make: Make, clock: FakeClock) -> None:
+    app = Backend()
+    gateway = make(app, {"expire_s": 10})
+    await get(gateway)
+    clock.advance(4)
+    assert (await get(gateway)).header("age") == "4"
+    clock.advance(5.5)
+    hit = await get(gateway)
+    assert (hit.x_cache, hit.header("age")) == ("HIT", "9")
+    clock.advance(0.5)  # 10 s after it was stored: stale
+    expired = await get(gateway)
+    assert (expired.x_cache, expired.body) == ("MISS", b"GET /r call 2")
+    assert (await get(gateway)).header("age") == "0"
+
+
+async def test_entries_without_expire_s_stay_until_evicted(make: Make, clock: FakeClock) -> None:
+    gateway = make(Backend())
+    await get(gateway)
+    clock.advance(10 * 365 * 86400)
+    assert (await get(gateway)).x_cache == "HIT"
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "fresh_for"),
+    [
+        ("max-age=100", 100),  # the response's own max-age beats expire_s
+        ("max-age=3", 3),
+        ("public, max-age=100, s-maxage=30", 30),  # s-maxage beats max-age in a shared cache
+    ],
+)
+async def test_response_freshness_beats_expire_s(make: Make, clock: FakeClock, cache_control: str, fresh_for: int) -> None:
+    gateway = make(Backend(headers=[("cache-control", cache_control)]), {"expire_s": 10})
+    await get(gateway)
+    clock.advance(fresh_for - 0.5)
+    assert (await get(gateway)).x_cache == "HIT"
+    clock.advance(0.5)
+    assert (await get(gateway)).x_cache == "MISS"
+
+
+async def test_expires_header_sets_freshness(make: Make, clock: FakeClock) -> None:
+    def headers(n: int) -> list[tuple[str, str]]:
+        return [("date", formatdate(clock.now, usegmt=True)), ("expires", formatdate(clock.now + 30, usegmt=True))]
+
+    gateway = make(Backend(headers=headers), {"expire_s": 5})
+    await get(gateway)
+    clock.advance(29)
+    assert (await get(gateway)).x_cache == "HIT"
+    clock.advance(1)
+    assert (await get(gateway)).x_cache == "MISS"
+
+
+async def test_expires_without_date_counts_from_the_cache_clock(make: Make, clock: FakeClock) -> None:
+    gateway = make(Backend(headers=lambda n: [("expires", formatdate(clock.now + 20, usegmt=True))]))
+    await get(gateway)
+    clock.advance(19)
+    assert (await get(gateway)).x_cache == "HIT"
+    clock.advance(1)
+    assert (await get(gateway)).x_cache == "MISS"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("cache-control", "max-age=0")],
+        [("expires", "not a date")],  # an invalid Expires means already expired
+        [("expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("date", "Thu, 01 Jan 1970 00:01:00 GMT")],
+    ],
+)
+async def test_already_stale_responses_are_not_stored(make: Make, headers: list[tuple[str, str]]) -> None:
+    app = Backend(headers=headers)
+    gateway = make(app, {"expire_s": 60})
+    assert [(await get(gateway)).x_cache for _ in range(2)] == ["MISS", "MISS"]
+    assert app.calls == 2
+
+
+async def test_head_is_served_from_a_stored_get_without_body(make: Make) -> None:
+    app = Backend(headers=[("content-length", "13")])
+    gateway = make(app)
+    await get(gateway)
+    head = await call(gateway, "HEAD", "/r")
+    assert (head.status, head.x_cache, head.body) == (200, "HIT", b"")
+    assert head.header("content-length") == "13"
+    assert app.calls == 1
+
+
+async def test_head_miss_is_not_stored(make: Make) -> None:
+    app = Backend()
+    gateway = make(app)
+    assert (await call(gateway, "HEAD", "/r")).x_cache == "MISS"
+    assert (await call(gateway, "HEAD", "/r")).x_cache == "MISS"
+    first_get = await get(gateway)
+    assert (first_get.x_cache, first_get.body) == ("MISS", b"GET /r call 3")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_other_methods_are_never_cached(make: Make, method: str) -> None:
+    app = Backend()
+    gateway = make(app)
+    results = [await call(gateway, method, "/r") for _ in range(2)]
+    assert [r.body for r in results] == [f"{method} /r call 1".encode(), f"{method} /r call 2".encode()]
+    assert all(r.x_cache is None for r in results)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+async def test_successful_unsafe_request_invalidates_the_path(make: Make, method: str) -> None:
+    app = Backend(headers=[("vary", "accept-language")])
+    gateway = make(app)
+    for query, language in (("", "en"), ("", "de"), ("page=2", "en")):
+        await get(gateway, query=query, headers=[("accept-language", language)])
+    await get(gateway, "/other")
+    assert (await get(gateway, headers=[("accept-language", "de")])).x_cache == "HIT"
+
+    assert (await call(gateway, method, "/r")).status == 200
+    for query, language in (("", "en"), ("", "de"), ("page=2", "en")):
+        assert (await get(gateway, query=query, headers=[("accept-language", language)])).x_cache == "MISS"
+    assert (await get(gateway, "/other")).x_cache == "HIT"  # other paths keep their entries
+
+
+async def test_failed_unsafe_request_does_not_invalidate(make: Make) -> None:
+    app = Backend(status=lambda n: 409 if n == 2 else 200)
+    gateway = make(app)
+    await get(gateway)
+    assert (await call(gateway, "POST", "/r")).status == 409
+    assert (await get(gateway)).x_cache == "HIT"
+
+
+async def test_unsafe_request_invalidates_entries_stored_before_a_reload(make: Make) -> None:
+    app = Backend()
+    gateway = make(app)
+    await get(gateway)
+    gateway.reload(gateway.config)
+    assert (await get(gateway)).x_cache == "HIT"  # the entries live in the provider: still there
+    await call(gateway, "PUT", "/r")
+    assert (await get(gateway)).x_cache == "MISS"
+
+
+async def test_query_string_is_part_of_the_key(make: Make) -> None:
+    app = Backend(body=lambda n: f"call {n}".encode())
+    gateway = make(app)
+    a1, b1, a2 = [await get(gateway, query=q) for q in ("a=1", "a=2", "a=1")]
+    assert (a1.x_cache, b1.x_cache, a2.x_cache) == ("MISS", "MISS", "HIT")
+    assert (a1.body, b1.body, a2.body) == (b"call 1", b"call 2", b"call 1")
+    # byte for byte: the same parameters in another order are another entry, and so is no query
+    assert (await get(gateway, query="b=2&a=1")).x_cache == "MISS"
+    assert (await get(gateway, query="a=1&b=2")).x_cache == "MISS"
+    assert (await get(gateway)).x_cache == "MISS"
+
+
+async def test_vary_stores_one_entry_per_header_value(make: Make) -> None:
+    app = Backend(headers=[("vary", "Accept-Language")], body=lambda n: f"call {n}".encode())
+    gateway = make(app)
+    en, de = [("accept-language", "en")], [("accept-language", "de")]
+    results = [await get(gateway, headers=h) for h in (en, de, en, de, [])]
+    assert [r.x_cache for r in results] == ["MISS", "MISS", "HIT", "HIT", "MISS"]
+    assert [r.body for r in results] == [b"call 1", b"call 2", b"call 1", b"call 2", b"call 3"]
+    assert (await get(gateway)).body == b"call 3"
+
+
+async def test_vary_on_several_headers(make: Make) -> None:
+    app = Backend(headers=[("vary", "accept-language, accept-encoding")])
+    gateway = make(app)
+    both = [("accept-language", "en"), ("accept-encoding", "gzip")]
+    await get(gateway, headers=both)
+    assert (await get(gateway, headers=both)).x_cache == "HIT"
+    assert (await get(gateway, headers=[("accept-language", "en"), ("accept-encoding", "br")])).x_cache == "MISS"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("vary", "*")],
+        [("vary", "accept, *")],
+        [("cache-control", "no-store")],
+        [("cache-control", "private")],
+        [("cache-control", "private, max-age=60")],
+        [("cache-control", "no-cache")],
+        [("cache-control", "max-age=60"), ("cache-control", "no-store")],  # split over two headers
+        [("set-cookie", "session=abc")],
+        [("Cache-Control", "NO-STORE")],
+    ],
+)
+async def test_responses_that_forbid_storing_are_not_stored(make: Make, headers: list[tuple[str, str]]) -> None:
+    app = Backend(headers=headers)
+    gateway = make(app)
+    assert [(await get(gateway)).x_cache for _ in range(2)] == ["MISS", "MISS"]
+    assert app.calls == 2
+
+
+async def test_public_response_with_set_cookie_is_stored_without_the_cookie(make: Make) -> None:
+    app = Backend(headers=[("cache-control", "public"), ("set-cookie", "session=abc"), ("x-kept", "yes")])
+    gateway = make(app)
+    miss = await get(gateway)
+    assert miss.header("set-cookie") == "session=abc"  # the response it belongs to keeps it
+    hit = await get(gateway)
+    assert hit.x_cache == "HIT"
+    assert hit.header("set-cookie") is None
+    assert hit.header("x-kept") == "yes"
+
+
+async def test_responses_to_authorized_requests_are_not_stored_by_default(make: Make) -> None:
+    app = Backend()
+    gateway = make(app)
+    auth = [("authorization", "Bearer alice")]
+    assert (await get(gateway, headers=auth)).x_cache == "MISS"
+    assert (await get(gateway, headers=[("authorization", "Bearer bob")])).body == b"GET /r call 2"
+    anonymous = await get(gateway)
+    assert (anonymous.x_cache, anonymous.body) == ("MISS", b"GET /r call 3")
+
+
+@pytest.mark.parametrize("cache_control", ["public", "s-maxage=60", "must-revalidate"])
+async def test_authorized_responses_stored_when_explicitly_allowed(make: Make, cache_control: str) -> None:
+    app = Backend(headers=[("cache-control", cache_control)])
+    gateway = make(app)
+    auth = [("authorization", "Bearer alice")]
+    await get(gateway, headers=auth)
+    hit = await get(gateway, headers=auth)
+    assert (hit.x_cache, hit.body) == ("HIT", b"GET /r call 1")
+    assert app.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("etag", "if_none_match", "not_modified"),
+    [
+        ('"v1"', '"v1"', True),
+        ('"v1"', 'W/"v1"', True),  # weak comparison
+        ('W/"v1"', '"v1"', True),
+        ('W/"v1"', 'W/"v1"', True),
+        ('"v1"', '"v0", "v1"', True),
+        ('"v1"', "*", True),
+        ('"v1"', '"v2"', False),
+        ('"v1"', '"v10"', False),
+    ],
+)
+async def test_if_none_match_on_a_fresh_entry(make: Make, etag: str, if_none_match: str, not_modified: bool) -> None:
+    app = Backend(headers=[("etag", etag), ("cache-control", "max-age=60"), ("content-type", "text/plain")])
+    gateway = make(app)
+    await get(gateway)
+    conditional = await get(gateway, headers=[("if-none-match", if_none_match)])
+    assert conditional.x_cache == "HIT"
+    if not_modified:
+        assert conditional.status == 304
+        assert conditional.body == b""
+        assert conditional.header("etag") == etag
+        assert conditional.header("cache-control") == "max-age=60"
+    else:
+        assert conditional.status == 200
+        assert conditional.body == b"GET /r call 1"
+    assert app.calls == 1
+
+
+async def test_if_none_match_on_a_stale_entry_goes_downstream(make: Make, clock: FakeClock) -> None:
+    app = Backend(headers=[("etag", '"v1"')])
+    gateway = make(app, {"expire_s": 5})
+    await get(gateway)
+    clock.advance(5)
+    response = await get(gateway, headers=[("if-none-match", '"v1"')])
+    assert (response.status, response.x_cache) == (200, "MISS")
+    assert app.calls == 2
+
+
+@pytest.mark.parametrize("header", [("cache-control", "no-cache"), ("pragma", "no-cache"), ("cache-control", "max-age=2")])
+async def test_request_no_cache_goes_downstream_and_refreshes(make: Make, clock: FakeClock, header: tuple[str, str]) -> None:
+    app = Backend(body=lambda n: f"call {n}".encode())
+    gateway = make(app)
+    await get(gateway)
+    clock.advance(3)
+    assert (await get(gateway)).body == b"call 1"
+    refreshed = await get(gateway, headers=[header])
+    assert (refreshed.x_cache, refreshed.body) == ("MISS", b"call 2")
+    after = await get(gateway)
+    assert (after.x_cache, after.body, after.header("age")) == ("HIT", b"call 2", "0")
+
+
+async def test_request_no_store_bypasses_the_cache(make: Make) -> None:
+    app = Backend(body=lambda n: f"call {n}".encode())
+    gateway = make(app)
+    no_store = [("cache-control", "no-store")]
+    assert (await get(gateway, headers=no_store)).body == b"call 1"
+    assert (await get(gateway)).x_cache == "MISS"  # the bypassed response was not stored
+    bypassed = await get(gateway, headers=no_store)
+    assert (bypassed.body, bypassed.x_cache) == (b"call 3", None)
+    assert (await get(gateway)).body == b"call 2"  # and the entry stays
+
+
+async def test_only_if_cached_miss_is_a_504(make: Make) -> None:
+    app = Backend()
+    gateway = make(app)
+    only = [("cache-control", "only-if-cached")]
+    miss = await get(gateway, headers=only)
+    assert miss.status == 504
+    assert miss.json() == {"error": "Not in cache (only-if-cached)", "status": 504}
+    assert app.calls == 0
+    await get(gateway)
+    hit = await get(gateway, headers=only)
+    assert (hit.status, hit.x_cache) == (200, "HIT")
+
+
+async def test_only_if_cached_miss_is_neither_retried_nor_a_breaker_failure(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The 504 is the cache's own answer to the client's directive: it says nothing about the app.
+    app = Backend()
+    more = {"retry": {"max_attempts": 3, "wait": 0}, "circuit_breaker": {"failure_threshold": 1}}
+    gateway = make(app, more=more)
+    with caplog.at_level(logging.INFO, logger="premier"):
+        for _ in range(2):
+            miss = await get(gateway, headers=[("cache-control", "only-if-cached")])
+            assert (miss.status, miss.json()["status"]) == (504, 504)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert (await get(gateway)).status == 200
+    assert app.calls == 1
+
+
+async def test_range_requests_bypass_the_cache(make: Make) -> None:
+    app = Backend(status=lambda n: 206 if n == 1 else 200)
+    gateway = make(app)
+    ranged = await get(gateway, headers=[("range", "bytes=0-3")])
+    assert (ranged.status, ranged.x_cache) == (206, None)
+    await get(gateway)
+    again = await get(gateway, headers=[("range", "bytes=0-3")])
+    assert again.x_cache is None
+    assert app.calls == 3
+
+
+@pytest.mark.parametrize("status", [500, 502, 206, 201, 302, 403])
+async def test_statuses_not_cacheable_by_default_are_not_stored(make: Make, status: int) -> None:
+    app = Backend(status=status)
+    gateway = make(app)
+    assert [(await get(gateway)).x_cache for _ in range(2)] == ["MISS", "MISS"]
+    assert app.calls == 2
+
+
+@pytest.mark.parametrize("status", [200, 203, 204, 301, 404, 410])
+async def test_statuses_cacheable_by_default_are_stored(make: Make, status: int) -> None:
+    app = Backend(status=status, body=b"" if status == 204 else None)
+    gateway = make(app)
+    await get(gateway)
+    hit = await get(gateway)
+    assert (hit.status, hit.x_cache) == (status, "HIT")
+    assert app.calls == 1
+
+
+async def test_concurrent_misses_make_one_downstream_call(make: Make) -> None:
+    hold = asyncio.Event()
+    app = Backend(hold=hold, body=[b"part one, ", b"part two"])
+    gateway = make(app)
+    tasks = [asyncio.create_task(get(gateway, "/hot")) for _ in range(50)]
+    await app.entered.wait()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    hold.set()
+    results = await asyncio.gather(*tasks)
+    assert app.calls == 1
+    assert {r.body for r in results} == {b"part one, part two"}
+    assert {r.status for r in results} == {200}
+    assert sorted(r.x_cache or "" for r in results) == ["HIT"] * 49 + ["MISS"]
+
+
+async def test_a_non_storable_response_releases_the_waiting_requests(make: Make) -> None:
+    hold = asyncio.Event()
+    app = Backend(hold=hold, headers=[("cache-control", "no-store")])
+    gateway = make(app)
+    tasks = [asyncio.create_task(get(gateway, "/hot")) for _ in range(5)]
+    await app.entered.wait()
+    await asyncio.sleep(0)
+    assert app.calls == 1  # the others wait for the first
+    hold.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert app.calls == 5  # then, with nothing stored, each asks the app itself
+    assert sorted(r.body for r in results) == [f"GET /hot call {n}".encode() for n in range(1, 6)]
+
+
+async def test_a_failed_fetch_releases_the_waiting_requests(make: Make) -> None:
+    hold = asyncio.Event()
+    app = Backend(hold=hold, status=lambda n: 500 if n == 1 else 200)
+    gateway = make(app)
+    tasks = [asyncio.create_task(get(gateway, "/hot")) for _ in range(3)]
+    await app.entered.wait()
+    hold.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert sorted(r.status for r in results) == [200, 200, 500]
+
+
+async def test_streamed_body_is_stored_whole_and_replayed(make: Make) -> None:
+    chunks = [b"alpha-", b"beta-", b"", b"gamma"]
+    app = Backend(body=chunks)
+    gateway = make(app)
+    miss = await get(gateway)
+    assert miss.chunks == chunks  # the miss streams through as the app sent it
+    hit = await get(gateway)
+    assert hit.body == b"alpha-beta-gamma"
+    assert hit.finished
+
+
+async def test_bodies_over_max_entry_bytes_stream_through_unstored(make: Make) -> None:
+    chunks = [b"x" * 8, b"y" * 8, b"z" * 8]
+    app = Backend(body=chunks)
+    gateway = make(app, {"max_entry_bytes": 20})
+    first = await get(gateway)
+    assert first.chunks == chunks
+    second = await get(gateway)
+    assert (second.x_cache, second.body) == ("MISS", b"x" * 8 + b"y" * 8 + b"z" * 8)
+    assert app.calls == 2
+    small = Backend(body=[b"x" * 10, b"y" * 10])
+    gateway = make(small, {"max_entry_bytes": 20})
+    await get(gateway, "/small")
+    assert (await get(gateway, "/small")).x_cache == "HIT"  # exactly the limit is stored
+
+
+async def test_a_response_the_app_did_not_finish_is_not_stored(make: Make) -> None:
+    # A streaming response cut short (the app stopped after a client disconnect, as Starlette's
+    # StreamingResponse does) must not be stored as if it were the whole body.
+    calls = 0
+
+    async def truncating_app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first half", "more_body": True})
+        if calls == 1:
+            return
+        await send({"type": "http.response.body", "body": b" second half"})
+
+    gateway = make(truncating_app)
+    assert (await get(gateway)).body == b"first half"
+    full = await get(gateway)
+    assert (full.x_cache, full.body) == ("MISS", b"first half second half")
+    assert (await get(gateway)).body == b"first half second half"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "cache_key", "shared", "separate"),
+    [
+        ("/users/{user_id}/*", "user:{user_id}", ("/users/5/profile", "/users/5/settings"), "/users/6/profile"),
+        (r"^/v(?P<version>\d+)/docs", "docs:{version}", ("/v2/docs/a", "/v2/docs/b"), "/v3/docs/a"),
+    ],
+)
+async def test_cache_key_template_from_path_parameters(
+    make: Make, pattern: str, cache_key: str, shared: tuple[str, str], separate: str
+) -> None:
+    app = Backend()
+    gateway = make(app, {"cache_key": cache_key}, pattern=pattern)
+    first = await get(gateway, shared[0])
+    second = await get(gateway, shared[1])
+    assert second.x_cache == "HIT"
+    assert second.body == first.body
+    other = await get(gateway, separate)
+    assert other.x_cache == "MISS"
+    assert app.calls == 2
+
+
+async def test_cache_key_template_from_query(make: Make) -> None:
+    app = Backend(body=lambda n: f"call {n}".encode())
+    gateway = make(app, {"cache_key": "search:{q}"}, pattern="/search")
+    assert (await get(gateway, "/search", query="q=cats&page=1")).body == b"call 1"
+    assert (await get(gateway, "/search", query="page=2&q=cats")).x_cache == "HIT"
+    assert (await get(gateway, "/search", query="q=dogs")).body == b"call 2"
+
+
+async def test_cache_key_template_with_a_missing_name_falls_back_to_the_full_key(make: Make) -> None:
+    app = Backend(body=lambda n: f"call {n}".encode())
+    gateway = make(app, {"cache_key": "item:{item_id}"}, pattern="/items/*")
+    one, two = await get(gateway, "/items/1"), await get(gateway, "/items/2")
+    assert (one.body, two.body) == (b"call 1", b"call 2")  # never one shared "item:" entry
+    assert (await get(gateway, "/items/1")).body == b"call 1"
+    assert (await get(gateway, "/items/3", query="item_id=9")).x_cache == "MISS"
+    assert (await get(gateway, "/items/4", query="item_id=9")).x_cache == "HIT"  # the template applies
+
+
+async def test_keyspaces_keep_gateways_apart_in_one_provider(
+    provider: AsyncInMemoryCache, clock: FakeClock
+) -> None:
+    app = Backend(body=lambda n: f"call {n}".encode())
+    one = ASGIGateway(paths(("/*", {"cache": {}}), keyspace="one"), app=app, cache_provider=provider, wall_clock=clock)
+    two = ASGIGateway(paths(("/*", {"cache": {}}), keyspace="two"), app=app, cache_provider=provider, wall_clock=clock)
+    assert (await get(one)).body == b"call 1"
+    assert (await get(two)).body == b"call 2"
+    assert (await get(one)).body == b"call 1"
+
+
+async def test_hit_carries_rate_limit_headers_and_costs_a_token(make: Make) -> None:
+    app = Backend()
+    gateway = make(app, more={"rate_limit": {"quota": 2, "duration": 100}})
+    _, hit, limited = await get(gateway), await get(gateway), await get(gateway)
+    assert hit.x_cache == "HIT"
+    assert hit.header("ratelimit") is not None
+    assert limited.status == 429
