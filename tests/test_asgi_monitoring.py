@@ -132,3 +132,15 @@ async def test_default_monitoring_applies_to_unmatched_paths(caplog: pytest.LogC
         await call(gateway, path="/anything")
         await call(gateway, path="/quiet")
     assert [("/anything" in r.getMessage()) for r in caplog.records] == [True]
+
+
+async def test_an_app_exception_is_reported_as_status_500() -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    gateway = ASGIGateway(paths(("/*", {"monitoring": {"log_threshold": 10}})), app=broken)
+    events: list[Any] = []
+    gateway.events.subscribe(events.append)
+    with pytest.raises(RuntimeError, match="boom"):
+        await call(gateway, path="/x")
+    assert [(e.route, e.status) for e in events] == [("/*", 500)]

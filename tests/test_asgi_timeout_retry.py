@@ -425,3 +425,14 @@ async def test_a_listening_app_stopped_by_the_deadline_counts_as_a_breaker_failu
     features = {"timeout": {"seconds": 0.02}, "circuit_breaker": {"failure_threshold": 2}}
     gateway = ASGIGateway(paths(("/*", features)), app=listens)
     assert [(await call(gateway)).status for _ in range(3)] == [504, 504, 503]
+
+
+async def test_a_retried_request_spends_one_rate_limit_token(sleeps: _SleepRecorder) -> None:
+    # quota 2: the first request needs 3 attempts, yet the client still has its second request.
+    app = flaky(2)
+    gateway = retry_gateway(app, more={"rate_limit": {"quota": 2, "duration": 100}})
+    first = await call(gateway)
+    assert (first.status, first.body) == (200, b"attempt 3")
+    assert first.header("ratelimit") is not None and first.header("ratelimit").startswith('"premier";r=1;')
+    assert (await call(gateway)).status == 200
+    assert (await call(gateway)).status == 429

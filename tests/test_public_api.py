@@ -43,6 +43,7 @@ def test_documented_import_paths():
     from premier.timer import timeit, timeout
 
     assert callable(retry) and callable(timeit) and callable(timeout)
+    assert retry is premier.retry
     assert timeout is premier.timeout and timeit is premier.timeit
     from premier.features.retry import retry as feature_retry
 
