@@ -21,9 +21,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -51,7 +51,7 @@ def uvicorn_server(app: str) -> Iterator[tuple[str, int]]:
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"uvicorn for {app} did not start")
+                    raise RuntimeError(f"uvicorn for {app} did not start") from None
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", process.pid
     finally:
@@ -107,7 +107,7 @@ def main() -> int:
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
     with ExitStack() as stack:
         servers = {app: stack.enter_context(uvicorn_server(app)) for app in {a for a, _ in scenarios.values()}}
-        for name, (app, path) in scenarios.items():  # warm up: imports, caches, first connections
+        for app, path in scenarios.values():  # warm up: imports, caches, first connections
             wrk(servers[app][0] + path, 1, 32)
         for _ in range(rounds):
             for name, (app, path) in scenarios.items():
@@ -120,7 +120,7 @@ def main() -> int:
     print(f"{'scenario':<42}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>12}{'ratio':>8}  min-max")
     for name, runs in samples.items():
         reference = [s["rps"] for s in samples[references[name]]]
-        ratios = [run["rps"] / bare for run, bare in zip(runs, reference)]
+        ratios = [run["rps"] / bare for run, bare in zip(runs, reference, strict=True)]
         row = {
             "rps": statistics.median(r["rps"] for r in runs),
             "p50_ms": statistics.median(r["p50_ms"] for r in runs),

@@ -11,9 +11,9 @@ from email.utils import formatdate
 from typing import Any
 
 import pytest
+
 from _asgi import Backend, Result, call, paths
 from conftest import FakeClock
-
 from premier.asgi import ASGIGateway
 from premier.providers import AsyncInMemoryCache
 

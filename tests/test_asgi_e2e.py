@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from _apps import FRAMEWORKS, AppState
 from _servers import raw_get, serve
-
 from premier.asgi import ASGIGateway, GatewayConfig, PremierMiddleware
 
 CONFIG = """

@@ -8,9 +8,9 @@ import logging
 from typing import Any
 
 import pytest
+
 from _asgi import Backend, call, paths
 from conftest import FakeClock
-
 from premier.asgi import ASGIGateway, GatewayConfig
 from premier.observability.events import RequestEvent
 from premier.providers import AsyncInMemoryCache

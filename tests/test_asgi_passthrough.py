@@ -8,9 +8,9 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from _asgi import Backend, call, http_scope, paths
 from conftest import FakeClock
-
 from premier.asgi import ASGIGateway, GatewayConfig, PremierMiddleware
 from premier.providers import AsyncInMemoryCache
 

@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 import pytest
+
 from _asgi import Backend, call, config, paths
 from conftest import FakeClock
-
 from premier.asgi import ASGIGateway
 from premier.errors import ConfigError
 from premier.providers import AsyncInMemoryCache

@@ -7,8 +7,8 @@ import tracemalloc
 from typing import Any
 
 import pytest
-from _asgi import Backend, call, config, paths
 
+from _asgi import Backend, call, config, paths
 from premier.asgi import ASGIGateway
 from premier.asgi.router import Router, normalize_path
 from premier.observability.events import RequestEvent

@@ -9,10 +9,10 @@ import time
 from typing import Any
 
 import pytest
-from _asgi import Backend, call, paths, read_body
 
 import premier.asgi.retry
 import premier.asgi.steps
+from _asgi import Backend, call, paths, read_body
 from premier.asgi import ASGIGateway
 from premier.observability.events import RequestEvent
 
@@ -364,6 +364,7 @@ def test_timeout_mid_response_closes_the_connection_under_uvicorn() -> None:
     # Where the server matters: a response cut off by the deadline must reach the client as an
     # incomplete body on a closed connection, never as a second response or a silent hang.
     import httpx
+
     from _servers import serve
 
     async def stalls_mid_stream(scope: Any, receive: Any, send: Any) -> None:

@@ -59,8 +59,16 @@ def test_check_ok_prints_one_line_per_path_policy(good_file, capsys):
     assert len(lines) == 1 + 3 + 1  # the header, each path, then requests no path matched
     users, health, versioned, other = lines[1:]
     assert users.split() == [
-        "/api/users/*", "cache(300s)", "rate_limit(100/60s", "sliding_window,", "per", "client)",
-        "timeout(10s)", "monitoring(log", "over", "0.5s)",
+        "/api/users/*",
+        "cache(300s)",
+        "rate_limit(100/60s",
+        "sliding_window,",
+        "per",
+        "client)",
+        "timeout(10s)",
+        "monitoring(log",
+        "over",
+        "0.5s)",
     ]
     assert health.split() == ["/health", "no", "features"]
     assert versioned.split()[0] == "^/v[0-9]+/"
@@ -118,5 +126,9 @@ def test_check_via_subprocess(good_file, bad_file):
 
 def test_describe_features():
     assert describe_features(FeaturesConfig()) == "no features"
-    config = GatewayConfig.from_yaml("premier:\n  default_features: {cache: {}, rate_limit: {quota: 3, duration: 1.5, key: global}}\n")
-    assert describe_features(config.features_for(None)) == "cache(no expiry) rate_limit(3/1.5s fixed_window, per global)"
+    config = GatewayConfig.from_yaml(
+        "premier:\n  default_features: {cache: {}, rate_limit: {quota: 3, duration: 1.5, key: global}}\n"
+    )
+    assert (
+        describe_features(config.features_for(None)) == "cache(no expiry) rate_limit(3/1.5s fixed_window, per global)"
+    )

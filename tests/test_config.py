@@ -114,9 +114,10 @@ def test_defaults():
     assert config.keyspace == "asgi-gateway"
     assert config.servers == () and config.default_features is None
     assert config.paths == (PathConfig(pattern="/x", features=FeaturesConfig()),)
-    minimal = GatewayConfig.from_yaml(
-        one_path(
-            """\
+    minimal = (
+        GatewayConfig.from_yaml(
+            one_path(
+                """\
             rate_limit: {quota: 5, duration: 1}
             timeout: {seconds: 2}
             retry: {}
@@ -124,8 +125,11 @@ def test_defaults():
             monitoring: {}
             cache: {}
             """
+            )
         )
-    ).paths[0].features
+        .paths[0]
+        .features
+    )
     assert minimal.rate_limit == RateLimitConfig(quota=5, duration=1.0)
     assert (minimal.rate_limit.algorithm, minimal.rate_limit.bucket_size) == ("fixed_window", None)
     assert (minimal.rate_limit.error_status, minimal.rate_limit.key) == (429, "client")
@@ -230,7 +234,9 @@ def test_features_for_without_defaults():
 
 
 def test_unknown_key_suggests_the_closest_field():
-    assert_issue(config_error("premier:\n  keyspce: x\n"), "premier.keyspce", "unknown field", "did you mean 'keyspace'?")
+    assert_issue(
+        config_error("premier:\n  keyspce: x\n"), "premier.keyspce", "unknown field", "did you mean 'keyspace'?"
+    )
 
 
 def test_unknown_feature_suggests_the_closest_feature():

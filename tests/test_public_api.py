@@ -21,16 +21,38 @@ def test_all_is_sorted_and_every_name_exists():
 
 def test_exports_expected_names():
     expected = {
-        "AsyncInMemoryCache", "BackendError", "CacheProvider", "CircuitBreaker", "CircuitOpenError", "ConfigError",
-        "Decision", "GatewayConfig", "PremierError", "PremierTimeoutError", "RateLimitExceeded", "RateLimiter",
-        "cache", "circuit_breaker", "rate_limit", "retry", "timeit", "timeout",
+        "AsyncInMemoryCache",
+        "BackendError",
+        "CacheProvider",
+        "CircuitBreaker",
+        "CircuitOpenError",
+        "ConfigError",
+        "Decision",
+        "GatewayConfig",
+        "PremierError",
+        "PremierTimeoutError",
+        "RateLimitExceeded",
+        "RateLimiter",
+        "cache",
+        "circuit_breaker",
+        "rate_limit",
+        "retry",
+        "timeit",
+        "timeout",
     }
     assert expected <= set(premier.__all__)
 
 
 @pytest.mark.parametrize(
     "module",
-    ["premier.errors", "premier.config", "premier.providers", "premier.features.ratelimit", "premier.retry", "premier.timer"],
+    [
+        "premier.errors",
+        "premier.config",
+        "premier.providers",
+        "premier.features.ratelimit",
+        "premier.retry",
+        "premier.timer",
+    ],
 )
 def test_submodule_all_is_sorted_and_exists(module):
     mod = __import__(module, fromlist=["__all__"])

@@ -7,6 +7,7 @@ multiples of 1/4 s, so every window edge is exact in binary floating point.
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -432,5 +433,5 @@ def test_leaky_bucket_spaces_calls_and_bounds_the_queue(gap_list, quota, duratio
             assert decision.retry_after == pytest.approx(starts[-1] + interval - bucket_size * interval - t)
             assert decision.retry_after > 0
             assert algo.acquire(list(state), t + decision.retry_after).allowed  # a retry then gets in
-    for earlier, later in zip(starts, starts[1:]):
+    for earlier, later in itertools.pairwise(starts):
         assert later - earlier >= interval - 1e-7

@@ -45,6 +45,7 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: {args.file} (keyspace {config.keyspace!r}, {len(config.paths)} path polic{'y' if len(config.paths) == 1 else 'ies'})")
     width = max((len(p.pattern) for p in config.paths), default=0)
+    width = max(width, len("(other paths)"))
     for path in config.paths:
         print(f"  {path.pattern:<{width}}  {describe_features(config.features_for(path))}")
     print(f"  {'(other paths)':<{width}}  {describe_features(config.features_for(None))}")

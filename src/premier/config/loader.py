@@ -33,6 +33,10 @@ class _EnvStr(str):
     """A string produced by ``${VAR}`` substitution: numeric and boolean fields may parse it."""
 
 
+class _UnsetEnv(_EnvStr):
+    """A value whose ``${VAR}`` is not set: already reported, so its field reports nothing more."""
+
+
 def load_file(path: str | os.PathLike[str]) -> GatewayConfig:
     source = os.fspath(path)
     try:
@@ -95,7 +99,9 @@ def _substitute_env(value: Any, path: str, issues: list[ConfigIssue]) -> Any:
                 return default
             return found
 
-        return _EnvStr(_ENV_REF.sub(replace, value))
+        before = len(issues)
+        substituted = _ENV_REF.sub(replace, value)
+        return _UnsetEnv(substituted) if len(issues) > before else _EnvStr(substituted)
     if isinstance(value, Mapping):
         return {k: _substitute_env(v, f"{path}.{k}", issues) for k, v in value.items()}
     if isinstance(value, list):
@@ -137,6 +143,8 @@ def _reject_unknown(data: Mapping[Any, Any], known: tuple[str, ...], path: str, 
 
 
 def _convert(value: Any, tp: Any, path: str, issues: list[ConfigIssue]) -> Any:
+    if isinstance(value, _UnsetEnv):
+        return _INVALID
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return _convert_union(value, typing.get_args(tp), path, issues)
@@ -247,6 +255,7 @@ def _convert_dataclass(value: Any, cls: type, path: str, issues: list[ConfigIssu
     _reject_unknown(value, names, path, issues)
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
+    failed = False
     for f in fields:
         where = f"{path}.{f.name}"
         if f.name not in value:
@@ -258,6 +267,7 @@ def _convert_dataclass(value: Any, cls: type, path: str, issues: list[ConfigIssu
             continue  # `feature: null` switches a default off; recorded in `disabled` below
         converted = _convert(raw, hints[f.name], where, issues)
         if converted is _INVALID:
+            failed = True
             continue
         for check in f.metadata.get("checks", ()):
             if converted is not None and (problem := check(converted)):
@@ -266,7 +276,7 @@ def _convert_dataclass(value: Any, cls: type, path: str, issues: list[ConfigIssu
         kwargs[f.name] = converted
     if cls is FeaturesConfig:
         kwargs["disabled"] = frozenset(k for k, v in value.items() if v is None and k in names)
-    if len(issues) > before:
+    if failed or len(issues) > before:
         return _INVALID
     return cls(**kwargs)
 

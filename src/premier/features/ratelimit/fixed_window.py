@@ -39,4 +39,5 @@ class FixedWindow:
         if count <= self.quota:
             state[2] = count
             return Decision(True, self.quota, int(self.quota - count), reset_after)
-        return Decision(False, self.quota, int(self.quota - state[2]), reset_after, reset_after)
+        retry_after = reset_after if cost <= self.quota else float("inf")
+        return Decision(False, self.quota, int(self.quota - state[2]), reset_after, retry_after)
