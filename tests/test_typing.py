@@ -1,4 +1,5 @@
-"""The package type-checks under mypy --strict (settings in pyproject.toml), as users of py.typed expect."""
+"""Static checks: the package type-checks under mypy --strict, as users of py.typed expect, and the whole
+tree passes the project's lint rules (both configured in pyproject.toml)."""
 
 import shutil
 import subprocess
@@ -16,6 +17,14 @@ def test_mypy_strict_passes(tmp_path: Path) -> None:
         pytest.fail("mypy is not installed: pip install -e '.[dev]'")
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_lint_passes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "src", "tests", "bench"],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -60,4 +60,11 @@ class ClientIdentity:
                 return "ip:" + self.address(scope)  # no header: still limited, by address
 
             return by_header
+        if not self._networks:
+            return _peer_key  # the common case: no proxy to look behind
         return lambda scope: "ip:" + self.address(scope)
+
+
+def _peer_key(scope: Scope) -> str:
+    client = scope.get("client")
+    return "ip:" + client[0] if client else "ip:"

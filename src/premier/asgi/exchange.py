@@ -26,6 +26,7 @@ class Exchange:
         "attempt",
         "cache_status",
         "client_send",
+        "delay",
         "extra_headers",
         "params",
         "path",
@@ -53,6 +54,7 @@ class Exchange:
         self.status = 0  # what the client was sent
         self.upstream_status = 0  # what the app (or backend) answered, last attempt
         self.attempt = 1  # the retry step counts attempts here
+        self.delay = 0.0  # seconds a leaky bucket asked this request to wait
         self.started = False
         self.aborted = False
         self.timed_out = False

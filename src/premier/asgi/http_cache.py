@@ -222,7 +222,13 @@ class HttpCacheStep:
     async def _serve_fresh(
         self, ex: Exchange, base_key: str, request_cc: dict[str, str], request: dict[bytes, bytes]
     ) -> bool:
-        entry, _ = await self._lookup(ex, base_key)
+        if self.local:  # answered without awaiting: a hit is the path that must be fast
+            found = self.provider.get_nowait(base_key)
+            if isinstance(found, tuple):
+                found = self.provider.get_nowait(_variant_key(base_key, found, ex))
+            entry = found if isinstance(found, Entry) else None
+        else:
+            entry, _ = await self._lookup(ex, base_key)
         if entry is None:
             return False
         now = self.clock()
@@ -233,8 +239,7 @@ class HttpCacheStep:
         if max_age is not None and age > max_age:
             return False
         ex.cache_status = "HIT"
-        ex.add_header(b"x-cache", b"HIT")
-        extra = [(b"age", str(int(age)).encode())]
+        extra = [(b"age", str(int(age)).encode()), (b"x-cache", b"HIT")]
         if entry.etag is not None and _etag_matches(request.get(b"if-none-match"), entry.etag):
             headers = [(k, v) for k, v in entry.headers if k in _NOT_MODIFIED_HEADERS]
             await ex.send({"type": "http.response.start", "status": 304, "headers": [*headers, *extra]})
