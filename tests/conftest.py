@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+
 import pytest
 
 from premier.providers import AsyncInMemoryCache
@@ -36,3 +40,62 @@ def clock() -> FakeClock:
 def provider(clock: FakeClock) -> AsyncInMemoryCache:
     """An in-memory provider running on the fake clock."""
     return AsyncInMemoryCache(clock=clock)
+
+
+# -- Redis -----------------------------------------------------------------------------------------
+# Tests marked `redis` use the Redis server at PREMIER_TEST_REDIS_URL (default 127.0.0.1:6379, db 0),
+# each under its own key prefix, removed after the test. Without a server they skip with the reason;
+# with PREMIER_REQUIRE_REDIS=1 (as CI sets) a skipped Redis test is a failure instead.
+
+REDIS_URL = os.environ.get("PREMIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_REDIS = os.environ.get("PREMIER_REQUIRE_REDIS") == "1"
+
+
+def _redis_problem() -> str | None:
+    try:
+        import redis
+    except ImportError:
+        return "redis-py is not installed (pip install -e '.[dev]')"
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+    except redis.RedisError as error:
+        return f"no Redis server answers at {REDIS_URL} ({error})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis server's URL; skips the test (fails it, under PREMIER_REQUIRE_REDIS=1) without one."""
+    problem = _redis_problem()
+    if problem:
+        if REQUIRE_REDIS:
+            pytest.fail(f"PREMIER_REQUIRE_REDIS=1 but {problem}")
+        pytest.skip(problem)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix (use it as the keyspace) that no other test uses; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"premier-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_REDIS and report.skipped and item.get_closest_marker("redis") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"PREMIER_REQUIRE_REDIS=1: a Redis test may not skip ({report.longrepr})"

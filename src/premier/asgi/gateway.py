@@ -34,8 +34,9 @@ class _Compiled:
 class ASGIGateway:
     """Wraps ``app`` with the policies of ``config``.
 
-    ``cache_provider`` stores cache entries and rate-limit counters (default: this process's memory;
-    pass ``premier.providers.redis.AsyncRedisCache`` to share them between processes). Lifespan and
+    ``cache_provider`` stores cache entries and rate-limit counters (default: the config's ``storage``
+    — Redis, shared between processes — or else this process's memory; an explicit
+    ``premier.providers.redis.AsyncRedisCache(client)`` takes precedence over ``storage``). Lifespan and
     WebSocket scopes pass straight through to ``app``. ``clock`` (monotonic seconds) times circuit
     breakers; ``wall_clock`` (seconds since the epoch) dates HTTP cache entries (``Age``, freshness).
     Tests pass fake ones (the same fake as the provider's clock, so stored entries expire together).
@@ -60,6 +61,13 @@ class ASGIGateway:
                 "version; pass app= to wrap an ASGI application"
             )
         self.app = app
+        if cache_provider is None and config.storage is not None:
+            from premier.providers.redis import AsyncRedisCache
+
+            storage = config.storage
+            cache_provider = AsyncRedisCache.from_url(
+                storage.url, on_backend_error=storage.on_backend_error, timeout=storage.timeout
+            )
         self.provider = cache_provider if cache_provider is not None else AsyncInMemoryCache()
         self.events = Events()
         self.clock = clock

@@ -41,6 +41,11 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _NOT_STORED_HEADERS = frozenset({b"set-cookie", b"connection", b"keep-alive", b"transfer-encoding", b"x-cache", b"age"})
 _NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary", b"content-location", b"date"})
 _MAX_INDEXED_PATHS = 10_000
+# Single flight across processes (a provider with locks, e.g. Redis): how long the fetching process
+# holds the lock at most, how long the others wait for its entry, and how often they look.
+_LOCK_TTL = 10.0
+_LOCK_WAIT = 5.0
+_LOCK_POLL = 0.02
 _NOT_CACHED = error_body(504, "Not in cache (only-if-cached)")
 
 
@@ -73,7 +78,16 @@ def _seconds(value: str | None) -> float | None:
 class Entry:
     """A stored response. ``vary`` names the request headers it varies on; ``variant`` their values."""
 
-    __slots__ = ("auth_ok", "body", "etag", "expires_at", "headers", "status", "stored_at", "vary")
+    __slots__ = (
+        "auth_ok",
+        "body",
+        "etag",
+        "expires_at",
+        "headers",
+        "status",
+        "stored_at",
+        "vary",
+    )
 
     def __init__(
         self,
@@ -132,7 +146,10 @@ class _Capture:
 
 
 class HttpCacheStep:
-    __slots__ = ("clock", "config", "default_ttl", "inflight", "key_template", "local", "max_entry_bytes", "next", "paths", "prefix", "provider")
+    __slots__ = (
+        "clock", "config", "default_ttl", "inflight", "key_template", "local", "max_entry_bytes", "next", "paths",
+        "prefix", "provider", "shared",
+    )
 
     def __init__(
         self, next: Step, config: CacheConfig, *, provider: Any, keyspace: str, clock: Callable[[], float] = time.time,
@@ -144,6 +161,7 @@ class HttpCacheStep:
         self.config = config
         self.provider = provider
         self.local = isinstance(provider, LocalProvider)
+        self.shared = not self.local and callable(getattr(provider, "lock", None))
         self.prefix = f"{keyspace}:http:"
         self.default_ttl = config.expire_s
         self.key_template = config.cache_key
@@ -213,11 +231,36 @@ class HttpCacheStep:
             await self.next(ex)
             return
         event = self.inflight[base_key] = asyncio.Event()
+        lock_key, token = base_key + "\x00lock", None
         try:
+            if self.shared:
+                token = await self.provider.lock(lock_key, ttl=_LOCK_TTL)
+                if token is None:  # another process is fetching it
+                    token = await self._wait_for_other_process(ex, base_key, lock_key, request_cc, request)
+                    if token is None:
+                        return  # served from its entry
             await self._fetch_and_store(ex, base_key, has_auth)
         finally:
+            if token:
+                await self.provider.unlock(lock_key, token)
             del self.inflight[base_key]
             event.set()
+
+    async def _wait_for_other_process(
+        self, ex: Exchange, base_key: str, lock_key: str, request_cc: dict[str, str], request: dict[bytes, bytes]
+    ) -> str | None:
+        """Wait (briefly) for the process holding the lock to store the entry, then serve it (returns
+        ``None``). If the holder finishes without storing — or takes too long — take the lock (or go
+        ahead without it) and fetch: returns the token to release, or ``""`` for none."""
+        deadline = time.monotonic() + _LOCK_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_LOCK_POLL)
+            if await self._serve_fresh(ex, base_key, request_cc, request):
+                return None
+            token: str | None = await self.provider.lock(lock_key, ttl=_LOCK_TTL)
+            if token is not None:
+                return token
+        return ""
 
     async def _serve_fresh(
         self, ex: Exchange, base_key: str, request_cc: dict[str, str], request: dict[bytes, bytes]

@@ -11,6 +11,7 @@ from premier.config.schema import (
     RateLimitConfig,
     RetryConfig,
     ServerConfig,
+    StorageConfig,
     TimeoutConfig,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "RateLimitConfig",
     "RetryConfig",
     "ServerConfig",
+    "StorageConfig",
     "TimeoutConfig",
 ]

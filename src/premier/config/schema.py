@@ -26,6 +26,7 @@ __all__ = [
     "RateLimitConfig",
     "RetryConfig",
     "ServerConfig",
+    "StorageConfig",
     "TimeoutConfig",
 ]
 
@@ -115,6 +116,19 @@ def _server_url(value: str) -> str | None:
         return f"must not have a query or fragment, got {value!r}"
     if port == 0:
         return f"must not use port 0, got {value!r}"
+    return None
+
+
+def _storage_url(value: str) -> str | None:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc}): {value!r}"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"must be a redis://, rediss:// or unix:// URL, got {value!r}"
+    if parts.scheme != "unix" and not parts.hostname:
+        return f"must name a host, got {value!r}"
     return None
 
 
@@ -240,6 +254,19 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Where shared state lives. Without this section, in this process's memory."""
+
+    url: str = _field(MISSING, _storage_url)
+    """``redis://host:port/db`` (or ``rediss://``, ``unix://``): Redis shared by every gateway process."""
+    on_backend_error: Literal["local", "allow", "deny"] = "local"
+    """While Redis is unreachable: keep limiting and caching in memory (``local``), admit everything
+    (``allow``) or reject rate-limited requests (``deny``)."""
+    timeout: float = _field(0.5, _positive)
+    """Seconds allowed for connecting to Redis and for each command."""
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole, validated configuration. Immutable: reloading builds a new one.
 
@@ -253,6 +280,7 @@ class GatewayConfig:
     default_features: FeaturesConfig | None = None
     trusted_proxies: tuple[str, ...] = _field((), _ip_networks)
     """Addresses or networks whose ``X-Forwarded-For`` is believed when finding the client address."""
+    storage: StorageConfig | None = None
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> GatewayConfig:

@@ -1,0 +1,223 @@
+"""The Redis provider: rate limits, cache entries and locks shared by every gateway process and machine
+that uses the same Redis (``pip install 'premier[redis]'``).
+
+- Rate-limit checks run the algorithm as a Lua script (``providers/lua/``): loaded once, called with
+  EVALSHA (re-loaded after ``SCRIPT FLUSH`` or a restart), one round trip per check, atomic, on Redis's
+  own clock (``TIME``), so hosts with skewed clocks agree. Each script touches one key, so a cluster
+  client works too. Keys expire when their window is over.
+- Cache values are stored pickled, with TTLs. Redis must therefore be trusted: whoever can write to it
+  can make the gateway unpickle what they wrote.
+- ``clear(prefix)`` removes only keys under ``prefix`` (the keyspace), with SCAN — never KEYS or FLUSHDB.
+- When Redis cannot be reached or times out, ``on_backend_error`` decides: ``local`` (the default) keeps
+  limiting and caching in this process's memory until Redis is back — each process then enforces the
+  quota on its own; ``allow`` admits every request and caches nothing; ``deny`` rejects rate-limited
+  requests. The outage is logged once when it starts and once when it ends, never per request; Redis is
+  tried again at most every ``retry_interval`` seconds, and the provider returns to it by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import secrets
+import time
+from importlib.resources import files
+from typing import Any, Literal
+
+from premier.errors import BackendError
+from premier.features.ratelimit.algorithm import Decision, RateLimitAlgorithm
+from premier.providers.memory import AsyncInMemoryCache
+
+try:
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as _RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError("the Redis provider needs redis-py: pip install 'premier[redis]'") from exc
+
+__all__ = ["AsyncRedisCache", "OnBackendError"]
+
+logger = logging.getLogger("premier")
+
+OnBackendError = Literal["local", "allow", "deny"]
+
+# Errors that mean "Redis is not there right now" (as opposed to a bug, which is raised).
+_UNREACHABLE = (_RedisConnectionError, _RedisTimeoutError, OSError, TimeoutError)
+_SCAN_BATCH = 500
+
+
+def _script(name: str) -> str:
+    return files("premier.providers").joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+class AsyncRedisCache:
+    """A provider backed by a ``redis.asyncio`` client (``Redis`` or ``RedisCluster``).
+
+    ``on_backend_error``: what to do while Redis is unreachable (``local``, ``allow`` or ``deny``).
+    ``retry_interval``: seconds between attempts to reach Redis again during an outage.
+    """
+
+    def __init__(
+        self, client: Any, *, on_backend_error: OnBackendError = "local", retry_interval: float = 1.0
+    ) -> None:
+        if on_backend_error not in ("local", "allow", "deny"):
+            raise ValueError(f"on_backend_error must be 'local', 'allow' or 'deny', got {on_backend_error!r}")
+        self.client = client
+        self.on_backend_error = on_backend_error
+        self.retry_interval = retry_interval
+        self._scripts = {
+            name: client.register_script(_script(name))
+            for name in ("fixed_window", "sliding_window", "token_bucket", "leaky_bucket", "unlock")
+        }
+        self._local = AsyncInMemoryCache()  # serves `local` during an outage
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, *, on_backend_error: OnBackendError = "local", timeout: float = 0.5,
+                 retry_interval: float = 1.0) -> AsyncRedisCache:
+        """A provider with its own client for ``url`` (``redis://host:port/db``); ``timeout`` bounds
+        connecting and every command, so an unreachable Redis costs at most that per request."""
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return cls(client, on_backend_error=on_backend_error, retry_interval=retry_interval)
+
+    # -- outage bookkeeping -------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """False during an outage until the next retry is due."""
+        return self._down_since is None or time.monotonic() >= self._retry_at
+
+    def _failed(self, error: BaseException) -> None:
+        now = time.monotonic()
+        self._retry_at = now + self.retry_interval
+        if self._down_since is None:
+            self._down_since = now
+            logger.warning(
+                "Redis is unreachable (%s: %s); on_backend_error=%s until it is back",
+                type(error).__name__, error, self.on_backend_error,
+            )
+
+    def _succeeded(self) -> None:
+        if self._down_since is not None:
+            logger.warning("Redis is reachable again after %.1fs; shared state resumed", time.monotonic() - self._down_since)
+            self._down_since = None
+
+    # -- cache ----------------------------------------------------------------------------------
+    async def get(self, key: str) -> Any | None:
+        if not self.available:
+            return self._local.get_nowait(key) if self.on_backend_error == "local" else None
+        try:
+            raw = await self.client.get(key)
+        except _UNREACHABLE as error:
+            self._failed(error)
+            return self._local.get_nowait(key) if self.on_backend_error == "local" else None
+        except RedisError as error:
+            raise BackendError(f"Redis GET failed: {error}") from error
+        self._succeeded()
+        return None if raw is None else pickle.loads(raw)
+
+    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+        if not self.available:
+            if self.on_backend_error == "local":
+                self._local.set_nowait(key, value, ttl=ttl)
+            return
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            await self.client.set(key, data, px=max(1, math.ceil(ttl * 1000)) if ttl is not None else None)
+        except _UNREACHABLE as error:
+            self._failed(error)
+            if self.on_backend_error == "local":
+                self._local.set_nowait(key, value, ttl=ttl)
+            return
+        except RedisError as error:
+            raise BackendError(f"Redis SET failed: {error}") from error
+        self._succeeded()
+
+    async def delete(self, key: str) -> None:
+        self._local.delete_nowait(key)
+        try:
+            await self.client.delete(key)
+        except _UNREACHABLE as error:
+            self._failed(error)
+        except RedisError as error:
+            raise BackendError(f"Redis DEL failed: {error}") from error
+
+    async def clear(self, prefix: str = "") -> None:
+        """Remove the keys under ``prefix`` — with SCAN and UNLINK, batch by batch; never KEYS or FLUSHDB."""
+        self._local.clear_nowait(prefix)
+        pattern = _glob_escape(prefix) + "*"
+        try:
+            batch: list[Any] = []
+            async for key in self.client.scan_iter(match=pattern, count=_SCAN_BATCH):
+                batch.append(key)
+                if len(batch) >= _SCAN_BATCH:
+                    await self.client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await self.client.unlink(*batch)
+        except _UNREACHABLE as error:
+            self._failed(error)
+            raise BackendError(f"Redis is unreachable; {prefix!r} was not cleared") from error
+        except RedisError as error:
+            raise BackendError(f"Redis SCAN/UNLINK failed: {error}") from error
+
+    # -- rate limiting --------------------------------------------------------------------------
+    async def acquire(self, key: str, algorithm: RateLimitAlgorithm, cost: int = 1) -> Decision:
+        if not self.available:
+            return self._fallback_decision(key, algorithm, cost)
+        args: list[Any] = [algorithm.quota, algorithm.duration, cost]
+        if algorithm.name == "leaky_bucket":
+            args.append(algorithm.bucket_size)  # type: ignore[attr-defined]
+        try:
+            allowed, remaining, reset_after, retry_after, delay = await self._scripts[algorithm.name](
+                keys=[key], args=args
+            )
+        except _UNREACHABLE as error:
+            self._failed(error)
+            return self._fallback_decision(key, algorithm, cost)
+        except RedisError as error:
+            raise BackendError(f"Redis rate-limit script {algorithm.name} failed: {error}") from error
+        self._succeeded()
+        return Decision(
+            bool(allowed), algorithm.quota, int(remaining), float(reset_after), float(retry_after), float(delay)
+        )
+
+    def _fallback_decision(self, key: str, algorithm: RateLimitAlgorithm, cost: int) -> Decision:
+        if self.on_backend_error == "local":
+            return self._local.acquire_nowait(key, algorithm, cost)
+        if self.on_backend_error == "allow":
+            return Decision(True, algorithm.quota, algorithm.quota, 0.0)
+        return Decision(False, algorithm.quota, 0, self.retry_interval, self.retry_interval)
+
+    # -- locks (single flight across processes) ---------------------------------------------------
+    async def lock(self, key: str, ttl: float) -> str | None:
+        """Take the lock ``key`` for at most ``ttl`` seconds; its token, or ``None`` if someone holds
+        it. During an outage every caller gets a (local, meaningless) token: nobody waits on Redis."""
+        token = secrets.token_hex(16)
+        if not self.available:
+            return token
+        try:
+            taken = await self.client.set(key, token, nx=True, px=max(1, math.ceil(ttl * 1000)))
+        except _UNREACHABLE as error:
+            self._failed(error)
+            return token
+        self._succeeded()
+        return token if taken else None
+
+    async def unlock(self, key: str, token: str) -> None:
+        """Release the lock if it is still ours (it may have expired and been taken by another)."""
+        try:
+            await self._scripts["unlock"](keys=[key], args=[token])
+        except _UNREACHABLE as error:
+            self._failed(error)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self._local.close()
