@@ -15,6 +15,7 @@ from premier.config.schema import FeaturesConfig
 from premier.features.circuit_breaker import CircuitBreaker
 from premier.features.ratelimit import RateLimiter
 from premier.observability.events import Events
+from premier.providers import LocalProvider
 
 __all__ = ["Route", "compile_route"]
 
@@ -65,7 +66,12 @@ def compile_route(
     breaker = None
     if features.circuit_breaker is not None:
         kept = previous.breaker if previous and previous.features.circuit_breaker == features.circuit_breaker else None
-        breaker_step = BreakerStep(step, features.circuit_breaker, kept, name=pattern, clock=clock)
+        shared_key = None
+        if features.circuit_breaker.shared and not isinstance(provider, LocalProvider):
+            shared_key = f"{keyspace}:cb:{pattern}"
+        breaker_step = BreakerStep(
+            step, features.circuit_breaker, kept, name=pattern, clock=clock, provider=provider, shared_key=shared_key
+        )
         step, breaker = breaker_step, breaker_step.breaker
     if features.retry is not None:
         step = RetryStep(step, features.retry)

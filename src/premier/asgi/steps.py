@@ -174,6 +174,7 @@ class TimeoutStep:
 
 
 _GRACE = 1.0
+_SYNC_INTERVAL = 0.25  # seconds between looks at a shared breaker's state
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
 
@@ -236,20 +237,50 @@ def _being_cancelled(task: asyncio.Task[Any] | None) -> bool:
 
 class BreakerStep:
     """A circuit breaker per route: exceptions, timeouts and 5xx responses are failures; while open,
-    requests are answered 503 with ``Retry-After``."""
+    requests are answered 503 with ``Retry-After``.
 
-    __slots__ = ("body", "breaker", "clock", "next")
+    With ``shared_key`` (``shared: true`` and a shared provider), the breaker still decides locally —
+    no round trip per request — but an opening is published under ``shared_key`` for
+    ``recovery_timeout`` seconds, every process looks at that key at most every ``_SYNC_INTERVAL``
+    seconds and opens as well, and the probe that closes the circuit removes it.
+    """
+
+    __slots__ = ("body", "breaker", "clock", "next", "next_sync", "provider", "shared_key")
 
     def __init__(
         self, next: Step, config: CircuitBreakerConfig, breaker: CircuitBreaker | None, name: str,
-        clock: Callable[[], float],
+        clock: Callable[[], float], provider: Any = None, shared_key: str | None = None,
     ) -> None:
         self.next = next
         self.breaker = breaker or CircuitBreaker.from_config(config, name=name)
         self.body = error_body(503, "Service unavailable: circuit breaker is open")
         self.clock = clock
+        self.provider = provider
+        self.shared_key = shared_key
+        self.next_sync = float("-inf")
 
-    async def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: Exchange) -> Awaitable[None]:
+        return self._judged(ex) if self.shared_key is None else self._judged_with_others(ex)
+
+    async def _judged_with_others(self, ex: Exchange) -> None:
+        breaker, key = self.breaker, self.shared_key
+        assert key is not None  # only called with a shared key
+        now = self.clock()
+        if now >= self.next_sync:
+            self.next_sync = now + _SYNC_INTERVAL
+            if breaker.state(now) == "closed" and await self.provider.get(key) is not None:
+                breaker.trip(now)
+        was, opened_at = breaker.state(now), breaker.opened_at
+        try:
+            await self._judged(ex)
+        finally:
+            state = breaker.state(self.clock())
+            if state == "open" and breaker.opened_at != opened_at:
+                await self.provider.set(key, True, ttl=breaker.recovery_timeout)
+            elif state == "closed" and was != "closed":
+                await self.provider.delete(key)
+
+    async def _judged(self, ex: Exchange) -> None:
         breaker = self.breaker
         clock = self.clock
         retry_after = breaker.before_call(clock())

@@ -203,6 +203,9 @@ class CircuitBreakerConfig:
     recovery_timeout: float = _field(60.0, _positive)
     half_open_max_calls: int = _field(1, _positive)
     expected_exception: str = _field("Exception", lambda name: _exception_names((name,)))
+    shared: bool = False
+    """Gateway with ``storage``: when one process opens the circuit, every process opens it (within
+    a quarter of a second); each still counts its own failures."""
 
 
 @dataclass(frozen=True, slots=True)

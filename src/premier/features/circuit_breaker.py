@@ -104,6 +104,11 @@ class CircuitBreaker:
         if self._state == "closed" and self.failures >= self.failure_threshold:
             self._open(now)
 
+    def trip(self, now: float) -> None:
+        """Open the circuit now, whatever its state (another process found the callee failing)."""
+        if self._state != "open":
+            self._open(now)
+
     def on_abandoned(self) -> None:
         """A call admitted by :meth:`before_call` ended with no verdict (it was cancelled)."""
         if self._state == "half_open" and self.probes > 0:
