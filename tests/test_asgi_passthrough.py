@@ -50,7 +50,10 @@ async def test_other_scopes_pass_straight_through(scope_type: str) -> None:
     for _ in range(3):  # not counted by the rate limit, not cached, ...
         await gateway(scope, receive, send)
     assert len(seen) == 3
-    assert all(s is scope and r is receive and x is send for s, r, x in seen)
+    assert all(s is scope and r is receive for s, r, _ in seen)
+    if scope_type == "websocket":
+        assert all(x is send for _, _, x in seen)
+    # (lifespan messages pass through a send that watches for shutdown, to close what the gateway owns)
     assert sent == [{"type": "done"}] * 3
     assert scope == {"type": scope_type, "path": "/api/x", "headers": [], "client": ("1.2.3.4", 1)}
 
@@ -210,3 +213,43 @@ async def test_premier_middleware_without_config_passes_everything() -> None:
 def test_standalone_mode_is_refused_clearly() -> None:
     with pytest.raises(NotImplementedError, match="app="):
         ASGIGateway(GatewayConfig(), servers=["http://backend:8000"])
+
+
+async def test_lifespan_shutdown_closes_the_provider_the_gateway_made_only() -> None:
+    from premier.providers import AsyncInMemoryCache
+
+    class Provider(AsyncInMemoryCache):
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+
+    async def run_lifespan(gateway: ASGIGateway) -> list[Any]:
+        incoming = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return next(incoming)
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await gateway({"type": "lifespan"}, receive, send)
+        return sent
+
+    mine = Provider()
+    passed_in = ASGIGateway(paths(("/*", {"rate_limit": {"quota": 1, "duration": 1}})), app=app, cache_provider=mine)
+    assert await run_lifespan(passed_in) == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+    assert not mine.closed  # the caller's provider is the caller's to close
+
+    owned = ASGIGateway(paths(("/*", {"rate_limit": {"quota": 1, "duration": 1}})), app=app)
+    owned.provider = made = Provider()  # stands for the provider the gateway made from its config
+    await run_lifespan(owned)
+    assert made.closed

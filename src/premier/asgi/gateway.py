@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from premier.asgi.client import ClientIdentity
-from premier.asgi.exchange import ASGIApp, Exchange, Receive, Scope, Send
+from premier.asgi.exchange import ASGIApp, Exchange, Message, Receive, Scope, Send
 from premier.asgi.policy import Route, compile_route
 from premier.asgi.router import Router
 from premier.config.schema import FeaturesConfig, GatewayConfig
@@ -61,6 +61,9 @@ class ASGIGateway:
                 "version; pass app= to wrap an ASGI application"
             )
         self.app = app
+        # A provider the gateway makes itself is the gateway's to close, at lifespan shutdown; one
+        # passed in belongs to the caller.
+        self._owns_provider = cache_provider is None
         if cache_provider is None and config.storage is not None:
             from premier.providers.redis import AsyncRedisCache
 
@@ -114,7 +117,7 @@ class ASGIGateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._closing_on_shutdown(send) if scope["type"] == "lifespan" else send)
             return
         compiled = self._compiled
         raw_path = scope["path"]
@@ -129,6 +132,17 @@ class ASGIGateway:
                 return
             route = compiled.passthrough
         await route.entry(Exchange(scope, receive, send, path, route.pattern, params))
+
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        """The lifespan's send: once the app has shut down, close the provider the gateway made."""
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and self._owns_provider:
+                await self.provider.close()
+            await send(message)
+
+        return lifespan_send
 
 
 class PremierMiddleware(ASGIGateway):
