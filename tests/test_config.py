@@ -577,3 +577,50 @@ def test_string_fields_stay_plain_strings(monkeypatch):
 def test_quoted_numbers_in_yaml_are_strings_not_numbers():
     error = config_error(one_path("rate_limit: {quota: '10', duration: 1}\n"))
     assert_issue(error, "premier.paths[0].features.rate_limit.quota", "must be an integer")
+
+
+# -- values that parse but cannot work -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("feature", "field"),
+    [
+        ("rate_limit: {quota: 1, duration: .inf}", "rate_limit.duration"),
+        ("timeout: {seconds: .nan}", "timeout.seconds"),
+        ("circuit_breaker: {recovery_timeout: .inf}", "circuit_breaker.recovery_timeout"),
+        ("cache: {expire_s: .inf}", "cache.expire_s"),
+        ("monitoring: {log_threshold: .nan}", "monitoring.log_threshold"),
+    ],
+)
+def test_infinite_and_nan_numbers_are_rejected(feature, field):
+    error = config_error(one_path(feature + "\n"))
+    assert_issue(error, f"premier.paths[0].features.{field}", "must be a finite number")
+
+
+def test_a_nan_retry_wait_is_rejected():
+    error = config_error(one_path("retry: {wait: [1, .nan]}\n"))
+    assert_issue(error, "premier.paths[0].features.retry.wait", "finite")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [("^a{99999999999}", "regular expression"), ("/a/{x}/{x}", "glob pattern")],
+)
+def test_patterns_that_cannot_compile_are_config_errors(pattern, reason):
+    error = config_error(f"premier:\n  paths:\n    - pattern: '{pattern}'\n")
+    assert_issue(error, "premier.paths[0].pattern", reason)
+
+
+def test_a_malformed_dotted_exception_name_is_a_config_error():
+    error = config_error(one_path("retry: {exceptions: ['..x']}\n"))
+    assert_issue(error, "premier.paths[0].features.retry.exceptions", "'..x'")
+
+
+def test_a_duplicate_pattern_is_a_config_error():
+    error = config_error("premier:\n  paths:\n    - pattern: /a\n    - pattern: /b\n    - pattern: /a\n")
+    assert_issue(error, "premier.paths[2].pattern", "already the pattern of paths[0]")
+
+
+def test_scientific_notation_read_as_text_gets_a_hint():
+    error = config_error(one_path("timeout: {seconds: 1e3}\n"))
+    assert_issue(error, "premier.paths[0].features.timeout.seconds", "write 1000")

@@ -172,7 +172,6 @@ class TestSlidingWindow:
         decisions = run(new, state, [3.0, 4.0, 5.0])
         assert allowed(decisions) == [True, True, False]
         assert decisions[2].retry_after == pytest.approx(5.0)  # the admission at 0 leaves at 10
-        assert len(state) == 3 + 5
 
     def test_resize_to_a_smaller_quota_keeps_the_newest_admissions(self):
         old = SlidingWindow(quota=3, duration=10)
@@ -435,3 +434,22 @@ def test_leaky_bucket_spaces_calls_and_bounds_the_queue(gap_list, quota, duratio
             assert algo.acquire(list(state), t + decision.retry_after).allowed  # a retry then gets in
     for earlier, later in itertools.pairwise(starts):
         assert later - earlier >= interval - 1e-7
+
+
+def test_sliding_window_memory_follows_traffic_not_quota() -> None:
+    # A huge quota with client-chosen keys (e.g. key: header:X-Api-Key) must not allocate `quota`
+    # slots per key: 2,000 keys seen once each stay far below a megabyte per key.
+    import tracemalloc
+
+    from premier.providers import AsyncInMemoryCache
+
+    provider = AsyncInMemoryCache()
+    algorithm = SlidingWindow(quota=10**12, duration=60)
+    tracemalloc.start()
+    try:
+        for i in range(2000):
+            assert provider.acquire_nowait(f"client-{i}", algorithm).allowed
+        used = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert used < 2000 * 2048  # under 2 KiB per key (it was 800 KB per key at quota 100,000)

@@ -75,7 +75,7 @@ class ASGIGateway:
         self.events = Events()
         self.clock = clock
         self.wall_clock = wall_clock
-        self._cache_index: dict[str, set[str]] = {}  # path -> cache keys, shared by all configurations
+        self._cache_index: dict[str, set[str] | None] = {}  # path -> cache keys, shared by all configurations
         self._compiled = self._compile(config, None)
 
     @property

@@ -41,6 +41,8 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _NOT_STORED_HEADERS = frozenset({b"set-cookie", b"connection", b"keep-alive", b"transfer-encoding", b"x-cache", b"age"})
 _NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary", b"content-location", b"date"})
 _MAX_INDEXED_PATHS = 10_000
+_MAX_KEYS_PER_PATH = 64
+_ABSENT: Any = object()
 # Single flight across processes (a provider with locks, e.g. Redis): how long the fetching process
 # holds the lock at most, how long the others wait for its entry, and how often they look.
 _LOCK_TTL = 10.0
@@ -75,7 +77,7 @@ def _seconds(value: str | None) -> float | None:
     return float(value)
 
 
-class Entry:
+class CachedResponse:
     """A stored response. ``vary`` names the request headers it varies on; ``variant`` their values."""
 
     __slots__ = (
@@ -84,6 +86,7 @@ class Entry:
         "etag",
         "expires_at",
         "headers",
+        "nbytes",
         "status",
         "stored_at",
         "vary",
@@ -108,6 +111,7 @@ class Entry:
         self.etag = etag
         self.vary = vary
         self.auth_ok = auth_ok
+        self.nbytes = len(body) + sum(len(k) + len(v) for k, v in headers)  # what a memory provider counts
 
 
 class _Capture:
@@ -153,7 +157,7 @@ class HttpCacheStep:
 
     def __init__(
         self, next: Step, config: CacheConfig, *, provider: Any, keyspace: str, clock: Callable[[], float] = time.time,
-        index: dict[str, set[str]] | None = None,
+        index: dict[str, set[str] | None] | None = None,
     ) -> None:
         from premier.providers import LocalProvider
 
@@ -170,30 +174,36 @@ class HttpCacheStep:
         self.inflight: dict[str, asyncio.Event] = {}
         # path -> keys stored for it, for invalidation; the gateway passes one index that outlives
         # reloads, as the entries in the provider do.
-        self.paths: dict[str, set[str]] = {} if index is None else index
+        self.paths: dict[str, set[str] | None] = {} if index is None else index
 
     # -- keys and storage ------------------------------------------------------------------------
+    def _path_prefix(self, path: str) -> str:
+        # The path's length makes the key unambiguous: no path/query split can imitate another.
+        return f"{self.prefix}GET:{len(path)}:{path}"
+
     def _base_key(self, ex: Exchange) -> str:
         query = ex.scope.get("query_string", b"").decode("latin-1")
         if self.key_template:
             values = dict(parse_qsl(query)) if query else {}
             values.update(ex.params)
             try:
-                return f"{self.prefix}GET:key:{self.key_template.format_map(values)}"
+                # The template picks what distinguishes entries *within* the path (which query
+                # parameters matter); it never lets two paths share an entry.
+                return f"{self._path_prefix(ex.path)}#{self.key_template.format_map(values)}"
             except (KeyError, IndexError, ValueError, AttributeError):
                 pass  # the request lacks a {name}: fall back to the full key, never share wrongly
-        return f"{self.prefix}GET:{ex.path}?{query}"
+        return f"{self._path_prefix(ex.path)}?{query}"
 
     async def _get(self, key: str) -> Any:
         return self.provider.get_nowait(key) if self.local else await self.provider.get(key)
 
-    async def _lookup(self, ex: Exchange, base_key: str) -> tuple[Entry | None, str]:
+    async def _lookup(self, ex: Exchange, base_key: str) -> tuple[CachedResponse | None, str]:
         """The stored entry for this request (if any) and the key it lives, or would live, at."""
         found = await self._get(base_key)
         if isinstance(found, tuple):  # a Vary marker: the entry is at a key with the request's values
             key = _variant_key(base_key, found, ex)
             found = await self._get(key)
-            return (found if isinstance(found, Entry) else None), key
+            return (found if isinstance(found, CachedResponse) else None), key
         return found, base_key
 
     # -- the step ----------------------------------------------------------------------------------
@@ -259,6 +269,10 @@ class HttpCacheStep:
                 return None
             token: str | None = await self.provider.lock(lock_key, ttl=_LOCK_TTL)
             if token is not None:
+                # The holder may have stored its entry and let go between our look and our lock.
+                if await self._serve_fresh(ex, base_key, request_cc, request):
+                    await self.provider.unlock(lock_key, token)
+                    return None
                 return token
         return ""
 
@@ -269,7 +283,7 @@ class HttpCacheStep:
             found = self.provider.get_nowait(base_key)
             if isinstance(found, tuple):
                 found = self.provider.get_nowait(_variant_key(base_key, found, ex))
-            entry = found if isinstance(found, Entry) else None
+            entry = found if isinstance(found, CachedResponse) else None
         else:
             entry, _ = await self._lookup(ex, base_key)
         if entry is None:
@@ -281,6 +295,8 @@ class HttpCacheStep:
         max_age = _seconds(request_cc.get("max-age"))
         if max_age is not None and age > max_age:
             return False
+        if ex.cache_status == "MISS" and ex.extra_headers:  # marked a miss, then served another process's entry
+            ex.extra_headers.pop(b"x-cache", None)
         ex.cache_status = "HIT"
         extra = [(b"age", str(int(age)).encode()), (b"x-cache", b"HIT")]
         if entry.etag is not None and _etag_matches(request.get(b"if-none-match"), entry.etag):
@@ -328,20 +344,44 @@ class HttpCacheStep:
             return
         stored = [(k.lower(), v) for k, v in headers if k.lower() not in _NOT_STORED_HEADERS]
         etag = next((v for k, v in stored if k == b"etag"), None)
-        entry = Entry(capture.status, stored, b"".join(capture.body), now, now + lifetime if lifetime else float("inf"), etag, vary, auth_ok)
-        keys = self.paths.setdefault(ex.path, set())
-        if len(self.paths) > _MAX_INDEXED_PATHS:
-            del self.paths[next(iter(self.paths))]
+        entry = CachedResponse(capture.status, stored, b"".join(capture.body), now, now + lifetime if lifetime else float("inf"), etag, vary, auth_ok)
         key = base_key
         if vary:
             await self.provider.set(base_key, vary, ttl=lifetime)
-            keys.add(base_key)
+            self._index(ex.path, base_key)
             key = _variant_key(base_key, vary, ex)
         await self.provider.set(key, entry, ttl=lifetime)
+        self._index(ex.path, key)
+
+    def _index(self, path: str, key: str) -> None:
+        """Remember that ``key`` holds an entry of ``path``, for invalidation. Bounded: at most
+        ``_MAX_INDEXED_PATHS`` paths of ``_MAX_KEYS_PER_PATH`` keys; a path past that is marked
+        (``None``) and invalidated by prefix instead."""
+        keys = self.paths.get(path, _ABSENT)
+        if keys is _ABSENT:
+            if len(self.paths) >= _MAX_INDEXED_PATHS:
+                # The oldest path leaves the index: its entries leave the cache too, so no entry can
+                # outlive the record that lets an unsafe request invalidate it.
+                dropped = self.paths.pop(next(iter(self.paths)))
+                if self.local:
+                    for stale in dropped or ():
+                        self.provider.delete_nowait(stale)
+            keys = self.paths[path] = set()
+        if keys is None:
+            return
         keys.add(key)
+        if len(keys) > _MAX_KEYS_PER_PATH:
+            self.paths[path] = None
 
     async def _invalidate(self, path: str) -> None:
-        for key in self.paths.pop(path, ()):
+        keys = self.paths.pop(path, _ABSENT)
+        if keys is None or (keys is _ABSENT and self.shared):
+            # Too many keys to list (or stored by another process): remove the path's keys by prefix.
+            await self.provider.clear(self._path_prefix(path))
+            return
+        if keys is _ABSENT:
+            return  # nothing of this path was stored (by this process)
+        for key in keys:
             await self.provider.delete(key)
 
     async def clear(self) -> None:

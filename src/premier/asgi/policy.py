@@ -45,7 +45,7 @@ def compile_route(
     events: Events,
     clock: Callable[[], float],
     wall_clock: Callable[[], float] = time.time,
-    cache_index: dict[str, set[str]] | None = None,
+    cache_index: dict[str, set[str] | None] | None = None,
     previous: Route | None = None,
 ) -> Route:
     """Builds the chain inside out: downstream ← cache ← rate limit ← breaker ← retry ← timeout ← entry.

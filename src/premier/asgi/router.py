@@ -21,6 +21,8 @@ __all__ = ["Router", "compile_pattern", "normalize_path"]
 
 T = TypeVar("T")
 
+_MEMO_MAX_PATH = 1024
+
 _GLOB_TOKEN = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}|\*+|\?|[^*?{]+|\{")
 
 
@@ -92,7 +94,8 @@ class Router(Generic[T]):
             if m is not None:
                 found = (target, path, {k: v for k, v in m.groupdict().items() if v is not None})
                 break
-        if len(self._memo) >= self._memo_size:
-            self._memo.clear()
-        self._memo[raw_path] = found
+        if len(raw_path) <= _MEMO_MAX_PATH:  # (a client's 60 KB path is not worth keeping)
+            if len(self._memo) >= self._memo_size:
+                self._memo.clear()
+            self._memo[raw_path] = found
         return found

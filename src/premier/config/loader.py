@@ -77,6 +77,17 @@ def load_dict(data: Any, *, source: str | None = None) -> GatewayConfig:
         body = {}
     body = _substitute_env(body, "premier", issues)
     config = _convert(body, GatewayConfig, "premier", issues)
+    if isinstance(body, Mapping) and isinstance(body.get("paths"), list):
+        seen: dict[Any, int] = {}
+        for i, path in enumerate(body["paths"]):
+            pattern = path.get("pattern") if isinstance(path, Mapping) else None
+            if isinstance(pattern, str) and pattern in seen:
+                issues.append(ConfigIssue(
+                    f"premier.paths[{i}].pattern",
+                    f"{pattern!r} is already the pattern of paths[{seen[pattern]}] (the first match wins; merge them)",
+                ))
+            elif isinstance(pattern, str):
+                seen[pattern] = i
     if issues:
         raise ConfigError(issues, source=source)
     return typing.cast(GatewayConfig, config)
@@ -216,13 +227,24 @@ def _convert_scalar(value: Any, tp: Any, path: str, issues: list[ConfigIssue]) -
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        issues.append(ConfigIssue(path, f"must be {_type_name(tp)}, got {_kind(value)}"))
+        hint = ""
+        if tp in (int, float) and isinstance(value, str) and _looks_numeric(value):
+            hint = " (YAML reads 1e3 as text: write 1000 or 1.0e+3)"
+        issues.append(ConfigIssue(path, f"must be {_type_name(tp)}, got {_kind(value)}{hint}"))
         return _INVALID
     if tp is float:
         return float(value)
     if tp is str:
         return str(value)
     return value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_env(value: str, tp: Any) -> Any:

@@ -8,6 +8,7 @@ error message (or ``None``), attached with :func:`_field`.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
@@ -42,10 +43,14 @@ def _field(default: Any = MISSING, *checks: Check) -> Any:
 
 
 def _positive(value: float) -> str | None:
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
     return None if value > 0 else f"must be greater than 0, got {value!r}"
 
 
 def _non_negative(value: float) -> str | None:
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
     return None if value >= 0 else f"must be 0 or greater, got {value!r}"
 
 
@@ -53,8 +58,12 @@ def _non_negative_each(values: tuple[float, ...] | float) -> str | None:
     items = values if isinstance(values, tuple) else (values,)
     if isinstance(values, tuple) and not values:
         return "must not be an empty list"
-    bad = [v for v in items if v < 0]
-    return f"waits must be 0 or greater, got {bad[0]!r}" if bad else None
+    for value in items:
+        if not math.isfinite(value):
+            return f"waits must be finite numbers, got {value!r}"
+        if value < 0:
+            return f"waits must be 0 or greater, got {value!r}"
+    return None
 
 
 def _http_error_status(value: int) -> str | None:
@@ -86,7 +95,7 @@ def resolve_exception(name: str) -> type[BaseException]:
     module_name, _, attr = name.rpartition(".")
     try:
         found = getattr(importlib.import_module(module_name), attr) if module_name else getattr(builtins, name)
-    except (ImportError, AttributeError, ValueError):
+    except (ImportError, AttributeError, ValueError, TypeError):
         raise ValueError(f"names no importable exception class: {name!r}") from None
     if not (isinstance(found, type) and issubclass(found, BaseException)):
         raise ValueError(f"is not an exception class: {name!r}")
@@ -142,15 +151,17 @@ def _ip_networks(values: tuple[str, ...]) -> str | None:
 
 
 def _pattern(value: str) -> str | None:
+    from premier.asgi.router import compile_pattern  # (a light module: no ASGI server is imported)
+
     if not value:
         return "must not be empty"
-    if value.startswith("^"):
-        try:
-            re.compile(value)
-        except re.error as exc:
-            return f"is not a valid regular expression ({exc}): {value!r}"
-    elif not value.startswith(("/", "*")):
+    if not value.startswith(("^", "/", "*")):
         return f"a glob pattern must start with '/' or '*' (or use '^' for a regular expression), got {value!r}"
+    try:
+        compile_pattern(value)
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        kind = "regular expression" if value.startswith("^") else "glob pattern (a {name} used twice?)"
+        return f"is not a valid {kind} ({exc}): {value!r}"
     return None
 
 

@@ -17,11 +17,13 @@ that uses the same Redis (``pip install 'premier[redis]'``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import pickle
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from typing import Any, Literal
 
@@ -31,6 +33,7 @@ from premier.providers.memory import AsyncInMemoryCache
 
 try:
     from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import MaxConnectionsError as _PoolExhausted
     from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as _RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -45,6 +48,14 @@ OnBackendError = Literal["local", "allow", "deny"]
 # Errors that mean "Redis is not there right now" (as opposed to a bug, which is raised).
 _UNREACHABLE = (_RedisConnectionError, _RedisTimeoutError, OSError, TimeoutError)
 _SCAN_BATCH = 500
+# A client whose (non-blocking) pool has no free connection raises at once, before sending anything:
+# this process is busy, Redis is not down. So the provider queues its commands for the pool's
+# connections (see AsyncRedisCache._run), and a command that still finds none (the client is shared
+# with other code, or has no single pool, as a cluster client) is retried, backing off up to
+# _POOL_BACKOFF_MAX, for at most _POOL_WAIT seconds before it counts as Redis being unreachable.
+_POOL_BACKOFF = 0.0005
+_POOL_BACKOFF_MAX = 0.02
+_POOL_WAIT = 1.0
 
 
 def _script(name: str) -> str:
@@ -53,6 +64,28 @@ def _script(name: str) -> str:
 
 def _glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+async def _when_pool_free(call: Callable[[], Awaitable[Any]]) -> Any:
+    """``call()``, retried while the client's connection pool is exhausted (see ``_POOL_WAIT``)."""
+    backoff, deadline = _POOL_BACKOFF, 0.0
+    while True:
+        try:
+            return await call()
+        except _PoolExhausted:
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + _POOL_WAIT
+            elif now >= deadline:
+                raise
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, _POOL_BACKOFF_MAX)
+
+
+def _is_blocking(pool: Any) -> bool:
+    from redis.asyncio import BlockingConnectionPool
+
+    return isinstance(pool, BlockingConnectionPool)
 
 
 class AsyncRedisCache:
@@ -75,6 +108,11 @@ class AsyncRedisCache:
             for name in ("fixed_window", "sliding_window", "token_bucket", "leaky_bucket", "unlock")
         }
         self._local = AsyncInMemoryCache()  # serves `local` during an outage
+        # At most as many commands in flight as a non-blocking pool has connections (a blocking pool
+        # queues them itself).
+        pool = getattr(client, "connection_pool", None)
+        slots = None if pool is None or _is_blocking(pool) else getattr(pool, "max_connections", None)
+        self._slots = asyncio.Semaphore(slots) if isinstance(slots, int) and slots > 0 else None
         self._down_since: float | None = None
         self._retry_at = 0.0
 
@@ -87,6 +125,17 @@ class AsyncRedisCache:
 
         client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         return cls(client, on_backend_error=on_backend_error, retry_interval=retry_interval)
+
+    async def _run(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``call()`` (one Redis command), when the client's pool has a connection for it."""
+        if self._slots is None:
+            return await _when_pool_free(call)
+        async with self._slots:
+            if not self.available:
+                # Redis went away while this command queued: fail it now rather than let the queue
+                # drain one timeout at a time.
+                raise _RedisConnectionError("Redis is unreachable")
+            return await _when_pool_free(call)
 
     # -- outage bookkeeping -------------------------------------------------------------------
     @property
@@ -114,7 +163,7 @@ class AsyncRedisCache:
         if not self.available:
             return self._local.get_nowait(key) if self.on_backend_error == "local" else None
         try:
-            raw = await self.client.get(key)
+            raw = await self._run(lambda: self.client.get(key))
         except _UNREACHABLE as error:
             self._failed(error)
             return self._local.get_nowait(key) if self.on_backend_error == "local" else None
@@ -130,7 +179,8 @@ class AsyncRedisCache:
             return
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            await self.client.set(key, data, px=max(1, math.ceil(ttl * 1000)) if ttl is not None else None)
+            px = max(1, math.ceil(ttl * 1000)) if ttl is not None else None
+            await self._run(lambda: self.client.set(key, data, px=px))
         except _UNREACHABLE as error:
             self._failed(error)
             if self.on_backend_error == "local":
@@ -143,7 +193,7 @@ class AsyncRedisCache:
     async def delete(self, key: str) -> None:
         self._local.delete_nowait(key)
         try:
-            await self.client.delete(key)
+            await self._run(lambda: self.client.delete(key))
         except _UNREACHABLE as error:
             self._failed(error)
         except RedisError as error:
@@ -176,8 +226,9 @@ class AsyncRedisCache:
         if algorithm.name == "leaky_bucket":
             args.append(algorithm.bucket_size)  # type: ignore[attr-defined]
         try:
-            allowed, remaining, reset_after, retry_after, delay = await self._scripts[algorithm.name](
-                keys=[key], args=args
+            script = self._scripts[algorithm.name]
+            allowed, remaining, reset_after, retry_after, delay = await self._run(
+                lambda: script(keys=[key], args=args)
             )
         except _UNREACHABLE as error:
             self._failed(error)
@@ -204,7 +255,8 @@ class AsyncRedisCache:
         if not self.available:
             return token
         try:
-            taken = await self.client.set(key, token, nx=True, px=max(1, math.ceil(ttl * 1000)))
+            px = max(1, math.ceil(ttl * 1000))
+            taken = await self._run(lambda: self.client.set(key, token, nx=True, px=px))
         except _UNREACHABLE as error:
             self._failed(error)
             return token
@@ -212,9 +264,13 @@ class AsyncRedisCache:
         return token if taken else None
 
     async def unlock(self, key: str, token: str) -> None:
-        """Release the lock if it is still ours (it may have expired and been taken by another)."""
+        """Release the lock if it is still ours (it may have expired and been taken by another). During
+        an outage the lock is left to expire: Redis is not tried more often than ``retry_interval``."""
+        if not self.available:
+            return
+        script = self._scripts["unlock"]
         try:
-            await self._scripts["unlock"](keys=[key], args=[token])
+            await self._run(lambda: script(keys=[key], args=[token]))
         except _UNREACHABLE as error:
             self._failed(error)
 

@@ -9,7 +9,7 @@ state equals a fresh one, so a store may forget the key then.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 __all__ = ["EPSILON", "Decision", "RateLimitAlgorithm"]
 
@@ -56,10 +56,10 @@ class RateLimitAlgorithm(Protocol):
     quota: int
     duration: float
 
-    def new_state(self) -> list[float]:
+    def new_state(self) -> list[Any]:
         """The state of a key never seen (or forgotten after its ``state[0]``)."""
         ...
 
-    def acquire(self, state: list[float], now: float, cost: int = 1) -> Decision:
+    def acquire(self, state: list[Any], now: float, cost: int = 1) -> Decision:
         """Take ``cost`` units for the key whose ``state`` is given, at time ``now``; update ``state``."""
         ...

@@ -6,7 +6,7 @@ Cheapest and easiest to explain; allows a burst of up to ``2 * quota`` across a 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from premier.features.ratelimit.algorithm import Decision
 
@@ -23,10 +23,10 @@ class FixedWindow:
         self.quota = quota
         self.duration = duration
 
-    def new_state(self) -> list[float]:
+    def new_state(self) -> list[Any]:
         return [0.0, float("-inf"), 0]
 
-    def acquire(self, state: list[float], now: float, cost: int = 1) -> Decision:
+    def acquire(self, state: list[Any], now: float, cost: int = 1) -> Decision:
         duration = self.duration
         window_start = now - now % duration
         if state[1] != window_start:

@@ -8,7 +8,7 @@ fractional and O(1) however many calls wait.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from premier.features.ratelimit.algorithm import EPSILON, Decision
 
@@ -27,10 +27,10 @@ class LeakyBucket:
         self.bucket_size = quota if bucket_size is None else bucket_size
         self.interval = duration / quota
 
-    def new_state(self) -> list[float]:
+    def new_state(self) -> list[Any]:
         return [0.0, float("-inf")]
 
-    def acquire(self, state: list[float], now: float, cost: int = 1) -> Decision:
+    def acquire(self, state: list[Any], now: float, cost: int = 1) -> Decision:
         interval = self.interval
         capacity = self.bucket_size * interval  # the longest wait a queued call may be given
         start = max(now, state[1])

@@ -1,26 +1,25 @@
 """Sliding window: at most ``quota`` calls in *any* interval of ``duration`` seconds — exactly.
 
-Implemented as a sliding log kept in a ring buffer of the last ``quota`` admission times. A call is
-admitted when the oldest of those ``quota`` admissions is at least ``duration`` old, so no window can
-ever hold more than ``quota`` calls (unlike the weighted two-window approximation, which can). A check is
-O(1): one comparison and one write; no list is scanned or grown per call.
+Implemented as a sliding log: the times of the admissions still inside the window, oldest first, in a
+deque. A check drops the admissions that have left the half-open window ``(now - duration, now]``
+(amortised O(1): each admission leaves once) and admits the call if fewer than ``quota`` remain. No list
+is scanned or shifted per call, so no window can ever hold more than ``quota`` calls (unlike the
+weighted two-window approximation, which can).
 
-Memory is ``quota`` floats per active key (8 bytes each): for very large quotas per client, prefer
-``token_bucket``, which keeps two numbers.
+Memory is one float per admission still in the window — at most ``quota`` per key, and only as many as
+the key's traffic really made: a key seen once holds one number, whatever the quota.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections import deque
+from typing import Any, ClassVar
 
 from premier.features.ratelimit.algorithm import Decision
 
 __all__ = ["SlidingWindow"]
 
-# state: [expires_at, pos, expired, t_0, ..., t_{quota-1}]
-#   the ring of admission times starts at index 3; `pos` is the ring index of the oldest admission,
-#   `expired` counts how many ring entries from `pos` on are known to be older than the window.
-_RING = 3
+# state: [expires_at, log]: log is a deque of admission times, oldest first.
 
 
 class SlidingWindow:
@@ -31,49 +30,26 @@ class SlidingWindow:
         self.quota = quota
         self.duration = duration
 
-    def new_state(self) -> list[float]:
-        return [0.0, 0, self.quota, *([float("-inf")] * self.quota)]
+    def new_state(self) -> list[Any]:
+        return [0.0, deque()]
 
-    def acquire(self, state: list[float], now: float, cost: int = 1) -> Decision:
+    def acquire(self, state: list[Any], now: float, cost: int = 1) -> Decision:
         quota = self.quota
-        if len(state) != _RING + quota:
-            state[:] = _resized(state, quota)
-        pos = int(state[1])
+        log: deque[float] = state[1]
         horizon = now - self.duration
-        expired = int(state[2])
-        # Entries age in ring order (oldest first), so advancing the count of expired ones is
-        # amortised O(1): usually one comparison.
-        while expired < quota:
-            index = pos + expired
-            if index >= quota:
-                index -= quota
-            if state[_RING + index] > horizon:
-                break
-            expired += 1
-        if cost <= expired:
+        while log and log[0] <= horizon:
+            log.popleft()
+        live = len(log)
+        if live + cost <= quota:
             for _ in range(cost):
-                state[_RING + pos] = now
-                pos += 1
-                if pos == quota:
-                    pos = 0
-            state[1] = pos
-            state[2] = expired - cost
+                log.append(now)
             state[0] = now + self.duration
-            return Decision(True, quota, expired - cost, self.duration)
-        state[2] = expired
-        newest = state[_RING + (pos - 1) % quota]
+            return Decision(True, quota, quota - live - cost, self.duration)
         if cost > quota:
             retry_after = float("inf")
         else:
-            # The call fits once the `cost`-th oldest live admission has left the window.
-            retry_after = state[_RING + (pos + cost - 1) % quota] - horizon
-        return Decision(False, quota, expired, newest - horizon, retry_after)
-
-
-def _resized(state: list[float], quota: int) -> list[float]:
-    """The state for a new quota (after a reload), keeping the most recent admissions."""
-    old_quota = len(state) - _RING
-    pos = int(state[1])
-    times = [state[_RING + (pos + i) % old_quota] for i in range(old_quota)] if old_quota > 0 else []
-    kept = times[-quota:] if quota <= len(times) else [float("-inf")] * (quota - len(times)) + times
-    return [state[0], 0, 0, *kept]
+            # The call fits once enough of the oldest admissions have left the window (after a reload
+            # that lowered the quota, more than one may have to).
+            retry_after = log[live + cost - quota - 1] - horizon
+        reset_after = log[-1] - horizon if log else 0.0
+        return Decision(False, quota, max(0, quota - live), reset_after, retry_after)

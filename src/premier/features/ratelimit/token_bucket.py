@@ -5,7 +5,7 @@ time refills exactly (no rounding to whole tokens).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from premier.features.ratelimit.algorithm import EPSILON, Decision
 
@@ -23,10 +23,10 @@ class TokenBucket:
         self.duration = duration
         self.rate = quota / duration
 
-    def new_state(self) -> list[float]:
+    def new_state(self) -> list[Any]:
         return [0.0, float(self.quota), float("-inf")]
 
-    def acquire(self, state: list[float], now: float, cost: int = 1) -> Decision:
+    def acquire(self, state: list[Any], now: float, cost: int = 1) -> Decision:
         capacity = self.quota
         rate = self.rate
         elapsed = now - state[2]

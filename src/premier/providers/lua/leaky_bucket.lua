@@ -15,7 +15,8 @@ if delay > capacity + 1e-9 then
   return {0, 0, tostring(delay), tostring(delay - capacity), '0'}
 end
 next_free = start + cost * interval
-redis.call('SET', KEYS[1], tostring(next_free), 'PX', math.max(1, math.ceil((next_free - now) * 1000)))
+-- '%.17g' reads back exactly (tostring keeps 14 digits: 0.1 ms of an epoch time, which adds up)
+redis.call('SET', KEYS[1], string.format('%.17g', next_free), 'PX', math.max(1, math.ceil((next_free - now) * 1000)))
 local backlog = next_free - now
 local remaining = math.max(0, math.floor((capacity - backlog) / interval + 1 + 1e-9))
 return {1, remaining, tostring(backlog), '0', tostring(delay)}

@@ -17,10 +17,12 @@ if count + cost <= quota then
   return {1, quota - count - cost, tostring(duration), '0', '0'}
 end
 local newest = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+local reset_after = '0'  -- an empty log (a cost over the quota on a fresh key) is already reset
+if newest ~= nil then reset_after = tostring(newest - horizon) end
 local retry_after = 'inf'
 if cost <= quota then
   -- the call fits once enough of the oldest admissions have left the window
   local blocking = redis.call('ZRANGE', KEYS[1], count + cost - quota - 1, count + cost - quota - 1, 'WITHSCORES')
   retry_after = tostring(tonumber(blocking[2]) - horizon)
 end
-return {0, math.max(0, quota - count), tostring(newest - horizon), retry_after, '0'}
+return {0, math.max(0, quota - count), reset_after, retry_after, '0'}

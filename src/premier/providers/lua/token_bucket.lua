@@ -17,7 +17,8 @@ if tokens + 1e-9 >= cost then
   tokens = math.max(0, tokens - cost)
 end
 local reset_after = (quota - tokens) / rate
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'l', tostring(last))
+-- '%.17g' reads back exactly (tostring keeps 14 digits: 0.1 ms of an epoch time)
+redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'l', string.format('%.17g', last))
 redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset_after * 1000)))
 local retry_after = '0'
 if allowed == 0 then
