@@ -437,3 +437,14 @@ async def test_a_retried_request_spends_one_rate_limit_token(sleeps: _SleepRecor
     assert first.header("ratelimit") is not None and first.header("ratelimit").startswith('"premier";r=1;')
     assert (await call(gateway)).status == 200
     assert (await call(gateway)).status == 429
+
+
+async def test_upstream_retry_after_as_a_date_without_zone(sleeps: _SleepRecorder) -> None:
+    # "-0000" dates parse without a time zone: read as UTC, never a crash inside the retry step.
+    from email.utils import formatdate
+
+    when = formatdate(time.time() + 3, usegmt=True).replace("GMT", "-0000")
+    app = flaky(1, headers=[("retry-after", when)])
+    response = await call(retry_gateway(app))
+    assert (response.status, response.body) == (200, b"attempt 2")
+    assert len(sleeps.waits) == 1 and 1.0 <= sleeps.waits[0] <= 4.0

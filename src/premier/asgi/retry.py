@@ -37,9 +37,11 @@ def _retry_after_seconds(headers: list[tuple[bytes, bytes]]) -> float:
                 return float(text)
             try:
                 when = parsedate_to_datetime(text)
-            except (TypeError, ValueError):
+                if when.tzinfo is None:  # "-0000": a date in UTC with no zone information
+                    when = when.replace(tzinfo=timezone.utc)
+                return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+            except (TypeError, ValueError, OverflowError):
                 return 0.0
-            return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
     return 0.0
 
 

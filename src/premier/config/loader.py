@@ -23,7 +23,7 @@ import yaml
 from premier.config.schema import FeaturesConfig, GatewayConfig, ServerConfig
 from premier.errors import ConfigError, ConfigIssue
 
-__all__ = ["build", "load_dict", "load_file", "load_yaml"]
+__all__ = ["build", "load_dict", "load_file", "load_yaml", "require"]
 
 _INVALID: Any = object()
 _ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -313,3 +313,9 @@ def build(cls: type[_T], values: Mapping[str, Any], *, path: str) -> _T:
     if issues:
         raise ConfigError(issues)
     return typing.cast(_T, result)
+
+
+def require(ok: bool, path: str, message: str) -> None:
+    """Raise a :class:`ConfigError` for ``path`` unless ``ok`` (the decorators' own argument checks)."""
+    if not ok:
+        raise ConfigError(ConfigIssue(path, message))

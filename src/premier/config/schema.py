@@ -136,8 +136,13 @@ def _storage_url(value: str) -> str | None:
         return f"is not a valid URL ({exc}): {value!r}"
     if parts.scheme not in ("redis", "rediss", "unix"):
         return f"must be a redis://, rediss:// or unix:// URL, got {value!r}"
-    if parts.scheme != "unix" and not parts.hostname:
+    if parts.scheme == "unix":
+        return None if parts.path else f"must name a socket path, got {value!r}"
+    if not parts.hostname:
         return f"must name a host, got {value!r}"
+    if parts.path.strip("/") and not parts.path[1:].isdigit():
+        # redis-py would silently use database 0 for anything else
+        return f"must end with a database number (redis://host:port/0), got {value!r}"
     return None
 
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from premier.config.loader import build
+from premier.config.loader import build, require
 from premier.config.schema import CacheConfig
 from premier.errors import ConfigError, ConfigIssue
 
@@ -142,7 +142,10 @@ def _key_builder(func: Callable[..., Any], cache_key: str | Callable[..., str] |
     if cache_key is None:
         return lambda *args, **kwargs: f"{name}:{args!r}:{kwargs!r}"
     parameters = inspect.signature(func).parameters
-    parsed = list(string.Formatter().parse(cache_key))
+    try:
+        parsed = list(string.Formatter().parse(cache_key))
+    except ValueError as exc:
+        raise ConfigError(ConfigIssue("cache.cache_key", f"is not a valid template ({exc}): {cache_key!r}")) from None
     fields = {f for _, f, _, _ in parsed if f is not None}
     unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in parameters)
     if unknown:
@@ -194,7 +197,11 @@ def cache(
     ``repr``). ``None`` results are cached like any other; exceptions are not. Concurrent calls that
     miss the same key run the function once and share its result.
     """
-    config = build(CacheConfig, {"expire_s": expire_s}, path="cache")
+    require(cache_key is None or isinstance(cache_key, str) or callable(cache_key), "cache.cache_key",
+            f"must be a template string or a function of the call's arguments, got {cache_key!r}")
+    require(isinstance(keyspace, str) and bool(keyspace), "cache.keyspace", f"must be a non-empty string, got {keyspace!r}")
+    template = cache_key if isinstance(cache_key, str) else None
+    config = build(CacheConfig, {"expire_s": expire_s, "cache_key": template}, path="cache")
 
     def decorate(func: F) -> F:
         feature = Cache(config, provider=provider, keyspace=keyspace)

@@ -12,13 +12,14 @@ import asyncio
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from premier.config.loader import build
 from premier.config.schema import CircuitBreakerConfig, resolve_exception
-from premier.errors import CircuitOpenError
+from premier.errors import CircuitOpenError, ConfigError, ConfigIssue
 
 __all__ = ["CircuitBreaker", "circuit_breaker"]
 
@@ -129,6 +130,23 @@ class CircuitBreaker:
             self.on_state_change(self.name, old, new)
 
 
+def _expected_types(expected: Any) -> tuple[type[BaseException], ...]:
+    items = expected if isinstance(expected, tuple) else (expected,)
+    found: list[type[BaseException]] = []
+    for item in items:
+        if isinstance(item, str):
+            try:
+                item = resolve_exception(item)
+            except ValueError as exc:
+                raise ConfigError(ConfigIssue("circuit_breaker.expected_exception", str(exc))) from None
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ConfigError(ConfigIssue(
+                "circuit_breaker.expected_exception", f"must be exception classes (or their names), got {item!r}"
+            ))
+        found.append(item)
+    return tuple(found)
+
+
 def circuit_breaker(
     failure_threshold: int = 5,
     recovery_timeout: float = 60.0,
@@ -141,35 +159,40 @@ def circuit_breaker(
     raise ``expected_exception``); refuse calls with :class:`~premier.errors.CircuitOpenError` (carrying
     ``retry_after``) for ``recovery_timeout`` seconds, then let ``half_open_max_calls`` probes through.
     Other exceptions propagate without counting as failures. The breaker is at ``wrapper.breaker``."""
-    named = {"expected_exception": expected_exception} if isinstance(expected_exception, str) else {}
     build(
         CircuitBreakerConfig,
         {"failure_threshold": failure_threshold, "recovery_timeout": recovery_timeout,
-         "half_open_max_calls": half_open_max_calls, **named},
+         "half_open_max_calls": half_open_max_calls},
         path="circuit_breaker",
     )
-    expected = resolve_exception(expected_exception) if isinstance(expected_exception, str) else expected_exception
+    expected = _expected_types(expected_exception)
 
     def decorate(func: F) -> F:
         breaker = CircuitBreaker(
             failure_threshold, recovery_timeout, half_open_max_calls=half_open_max_calls, name=func.__qualname__
         )
 
+        # The state machine is shared by every caller; sync functions may be called from many threads.
+        lock = threading.Lock()
+
         def admit() -> None:
             now = clock()
-            retry_after = breaker.before_call(now)
+            with lock:
+                retry_after = breaker.before_call(now)
+                state = breaker.state(now)
             if retry_after:
-                raise CircuitOpenError(f"circuit {breaker.name} is {breaker.state(now)}", retry_after=retry_after)
+                raise CircuitOpenError(f"circuit {breaker.name} is {state}", retry_after=retry_after)
 
         def settle(error: BaseException | None) -> None:
-            if error is None:
-                breaker.on_success(clock())
-            elif isinstance(error, _NO_VERDICT):
-                breaker.on_abandoned()
-            elif isinstance(error, expected):
-                breaker.on_failure(clock())
-            else:
-                breaker.on_success(clock())  # the callee answered; the error is the caller's business
+            with lock:
+                if error is None:
+                    breaker.on_success(clock())
+                elif isinstance(error, _NO_VERDICT):
+                    breaker.on_abandoned()
+                elif isinstance(error, expected):
+                    breaker.on_failure(clock())
+                else:
+                    breaker.on_success(clock())  # the callee answered; the error is the caller's business
 
         if inspect.iscoroutinefunction(func):
 

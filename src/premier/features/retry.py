@@ -8,10 +8,10 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from premier.config.loader import build
+from premier.config.loader import build, require
 from premier.config.schema import RetryConfig, resolve_exception
 from premier.errors import ConfigError, ConfigIssue
 
@@ -88,6 +88,10 @@ def retry(
     repeats), or a function of the failed attempt's number. Cancellation is never retried. When the
     attempts are used up, the last exception propagates unchanged.
     """
+    if not callable(wait) and not isinstance(wait, (int, float)):
+        require(isinstance(wait, Iterable) and not isinstance(wait, (str, bytes)), "retry.wait",
+                f"must be seconds, a list of seconds or a function of the attempt, got {wait!r}")
+        wait = tuple(wait)  # read once: a generator must not be used up by this check
     numeric_wait = 0.0 if callable(wait) else wait if isinstance(wait, (int, float)) else list(wait)
     build(RetryConfig, {"max_attempts": max_attempts, "wait": numeric_wait}, path="retry")
     policy = RetryPolicy(max_attempts, wait, _exception_types(exceptions))

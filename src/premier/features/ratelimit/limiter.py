@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from premier.config.loader import build
+from premier.config.loader import build, require
 from premier.config.schema import RateLimitConfig
 from premier.errors import RateLimitExceeded
 from premier.features.ratelimit.algorithm import Decision, RateLimitAlgorithm
@@ -89,6 +89,9 @@ def rate_limit(
     function of the call's arguments returning one (default: the function's qualified name), so each key
     has its own quota. Over quota, raises :class:`~premier.errors.RateLimitExceeded` with ``retry_after``.
     """
+    require(key is None or isinstance(key, str) or callable(key), "rate_limit.key",
+            f"must be a string or a function of the call's arguments, got {key!r}")
+    require(isinstance(keyspace, str) and bool(keyspace), "rate_limit.keyspace", f"must be a non-empty string, got {keyspace!r}")
     config = build(
         RateLimitConfig,
         {"quota": quota, "duration": duration, "algorithm": algorithm, "bucket_size": bucket_size,
@@ -99,7 +102,16 @@ def rate_limit(
     def decorate(func: F) -> F:
         name = f"{func.__module__}.{func.__qualname__}"
         limiter = RateLimiter(config, provider=provider, keyspace=keyspace, name=name)
-        key_of: Callable[..., str] = key if callable(key) else (lambda *a, **kw: key or "")
+        if callable(key):
+            user_key = key
+
+            def key_of(*args: Any, **kwargs: Any) -> str:
+                return str(user_key(*args, **kwargs))  # a key function may return an int, a UUID...
+        else:
+            fixed = key or ""
+
+            def key_of(*args: Any, **kwargs: Any) -> str:
+                return fixed
 
         if inspect.iscoroutinefunction(func):
 
