@@ -364,3 +364,26 @@ async def test_breaker_open_is_not_retried(clock: FakeClock) -> None:
     assert app.calls == 1
     assert (await call(gateway, path="/fragile")).status == 503
     assert app.calls == 1
+
+
+async def test_a_breaker_refusal_on_a_limited_route_carries_the_limit_without_spending_it() -> None:
+    clock = FakeClock()
+    app = Backend(status=lambda n: 500)
+    gateway = ASGIGateway(
+        paths(("/api/*", {
+            "rate_limit": {"quota": 5, "duration": 60},
+            "circuit_breaker": {"failure_threshold": 1, "recovery_timeout": 30},
+        })),
+        app=app, clock=clock, cache_provider=AsyncInMemoryCache(clock=clock),
+    )
+    assert (await call(gateway, path="/api/x")).status == 500  # opens the breaker; spends 1 of 5
+    refused = await call(gateway, path="/api/x")
+    assert refused.status == 503
+    assert refused.header("ratelimit-policy") == '"premier";q=5;w=60'
+    assert refused.header("ratelimit").startswith('"premier";r=4;')  # seen, not spent
+    assert (await call(gateway, path="/api/x")).header("ratelimit").startswith('"premier";r=4;')
+
+
+def test_a_config_that_is_not_a_gateway_config_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="GatewayConfig.from_file"):
+        ASGIGateway("gateway.yaml", app=Backend())  # type: ignore[arg-type]

@@ -55,6 +55,10 @@ class ASGIGateway:
         from premier.providers import AsyncInMemoryCache
 
         config = config if config is not None else GatewayConfig()
+        if not isinstance(config, GatewayConfig):
+            raise TypeError(
+                f"config must be a GatewayConfig (GatewayConfig.from_file(path) reads a file), got {type(config).__name__}"
+            )
         if app is None:
             raise NotImplementedError(
                 "standalone mode (ASGIGateway without app=, proxying to servers) is not available in this "

@@ -60,9 +60,10 @@ def compile_route(
         step = cache = HttpCacheStep(
             step, features.cache, provider=provider, keyspace=keyspace, clock=wall_clock, index=cache_index
         )
+    rate_limit = None
     if features.rate_limit is not None:
         limiter = RateLimiter(features.rate_limit, provider=provider, keyspace=keyspace, name=pattern)
-        step = RateLimitStep(step, features.rate_limit, limiter, identity.key_function(features.rate_limit.key))
+        step = rate_limit = RateLimitStep(step, features.rate_limit, limiter, identity.key_function(features.rate_limit.key))
     breaker = None
     if features.circuit_breaker is not None:
         kept = previous.breaker if previous and previous.features.circuit_breaker == features.circuit_breaker else None
@@ -77,4 +78,4 @@ def compile_route(
         step = RetryStep(step, features.retry)
     if features.timeout is not None:
         step = TimeoutStep(step, features.timeout)
-    return Route(pattern, features, Entry(step, features.monitoring, events), breaker, cache)
+    return Route(pattern, features, Entry(step, features.monitoring, events, rate_limit), breaker, cache)

@@ -54,12 +54,15 @@ class Entry:
     """The outermost step of every policy: answers rejections, logs slow requests (``monitoring``) and
     emits one :class:`RequestEvent` per request when anyone subscribes."""
 
-    __slots__ = ("events", "log_threshold", "next")
+    __slots__ = ("events", "log_threshold", "next", "rate_limit")
 
-    def __init__(self, next: Step, monitoring: MonitoringConfig | None, events: Events) -> None:
+    def __init__(
+        self, next: Step, monitoring: MonitoringConfig | None, events: Events, rate_limit: RateLimitStep | None = None
+    ) -> None:
         self.next = next
         self.log_threshold = monitoring.log_threshold if monitoring else math.inf
         self.events = events
+        self.rate_limit = rate_limit  # the route's limit, whose headers every response carries
 
     async def __call__(self, ex: Exchange) -> None:
         started = time.perf_counter()
@@ -68,6 +71,8 @@ class Entry:
         except Rejection as rejection:
             if ex.started:
                 raise
+            if self.rate_limit is not None and not (ex.extra_headers and b"ratelimit" in ex.extra_headers):
+                await self.rate_limit.peek(ex)  # answered before the limit was checked (breaker open...)
             await send_error(ex.record, rejection.status, rejection.body, rejection.headers)
         except Exception:
             if not ex.started:
@@ -365,6 +370,15 @@ class RateLimitStep:
     async def _delayed(self, ex: Exchange) -> None:
         await asyncio.sleep(ex.delay)
         await self.next(ex)
+
+    async def peek(self, ex: Exchange) -> None:
+        """Add the limit's headers to a response the gateway gives before the limit was checked, without
+        spending a token (a check of cost 0)."""
+        key = self.key_of(ex.scope)
+        limiter = self.limiter
+        decision = limiter.check_nowait(key, cost=0) if limiter.is_local else await limiter.check(key, cost=0)
+        ex.add_header(b"ratelimit-policy", self.policy_header)
+        ex.add_header(b"ratelimit", b'"premier";r=%d;t=%d' % (decision.remaining, math.ceil(decision.reset_after)))
 
     def _apply(self, ex: Exchange, decision: Decision) -> None:
         """The decision's headers on the response; a rejection raised; a leaky bucket's delay noted."""
