@@ -385,5 +385,5 @@ async def test_a_breaker_refusal_on_a_limited_route_carries_the_limit_without_sp
 
 
 def test_a_config_that_is_not_a_gateway_config_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match="GatewayConfig.from_file"):
+    with pytest.raises(TypeError, match=r"GatewayConfig\.from_file"):
         ASGIGateway("gateway.yaml", app=Backend())  # type: ignore[arg-type]
