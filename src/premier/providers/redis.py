@@ -118,13 +118,19 @@ class AsyncRedisCache:
 
     @classmethod
     def from_url(cls, url: str, *, on_backend_error: OnBackendError = "local", timeout: float = 0.5,
-                 retry_interval: float = 1.0) -> AsyncRedisCache:
+                 retry_interval: float = 1.0, max_connections: int = 64) -> AsyncRedisCache:
         """A provider with its own client for ``url`` (``redis://host:port/db``); ``timeout`` bounds
-        connecting and every command, so an unreachable Redis costs at most that per request."""
-        from redis.asyncio import Redis
+        connecting and every command, so an unreachable Redis costs at most that per request.
 
-        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        return cls(client, on_backend_error=on_backend_error, retry_interval=retry_interval)
+        The client keeps at most ``max_connections`` connections; more concurrent commands wait for a
+        free one (up to 10 s) instead of opening a connection each, which under a burst would flood
+        Redis with connects and time out."""
+        from redis.asyncio import BlockingConnectionPool, Redis
+
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=10, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        return cls(Redis(connection_pool=pool), on_backend_error=on_backend_error, retry_interval=retry_interval)
 
     async def _run(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """``call()`` (one Redis command), when the client's pool has a connection for it."""
@@ -276,4 +282,5 @@ class AsyncRedisCache:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
         await self._local.close()
