@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import premier.asgi.retry
-import premier.asgi.steps
+import premier.asgi.timeout
 from _asgi import Backend, call, paths, read_body
 from premier.asgi import ASGIGateway
 from premier.observability.events import RequestEvent
@@ -96,7 +96,7 @@ async def test_a_listening_app_is_told_the_client_left_and_504_follows() -> None
 async def test_a_listening_app_that_ignores_the_disconnect_is_cancelled_after_a_grace_period(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(premier.asgi.steps, "_GRACE", 0.05)  # instead of a whole second
+    monkeypatch.setattr(premier.asgi.timeout, "_GRACE", 0.05)  # instead of a whole second
     outcome: list[str] = []
 
     async def stubborn(scope: Any, receive: Any, send: Any) -> None:

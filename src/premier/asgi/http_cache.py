@@ -30,8 +30,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from premier.asgi.chain import Step
 from premier.asgi.exchange import Exchange, Message, Rejection, Send, error_body
-from premier.asgi.steps import Step
 from premier.config.schema import CacheConfig
 
 __all__ = ["HttpCacheStep"]

@@ -6,11 +6,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from premier.asgi.breaker import BreakerStep
+from premier.asgi.chain import Downstream, Entry, Step
 from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import ASGIApp
 from premier.asgi.http_cache import HttpCacheStep
+from premier.asgi.ratelimit import RateLimitStep
 from premier.asgi.retry import RetryStep
-from premier.asgi.steps import BreakerStep, Downstream, Entry, RateLimitStep, Step, TimeoutStep
+from premier.asgi.timeout import TimeoutStep
 from premier.config.schema import FeaturesConfig
 from premier.features.circuit_breaker import CircuitBreaker
 from premier.features.ratelimit import RateLimiter

@@ -16,8 +16,8 @@ import logging
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+from premier.asgi.chain import Step
 from premier.asgi.exchange import Exchange, Message, Receive, Rejection, Send
-from premier.asgi.steps import Step
 from premier.config.schema import RetryConfig
 from premier.features.retry import RetryPolicy
 
