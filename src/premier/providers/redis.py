@@ -82,12 +82,6 @@ async def _when_pool_free(call: Callable[[], Awaitable[Any]]) -> Any:
             backoff = min(2 * backoff, _POOL_BACKOFF_MAX)
 
 
-def _is_blocking(pool: Any) -> bool:
-    from redis.asyncio import BlockingConnectionPool
-
-    return isinstance(pool, BlockingConnectionPool)
-
-
 class AsyncRedisCache:
     """A provider backed by a ``redis.asyncio`` client (``Redis`` or ``RedisCluster``).
 
@@ -108,13 +102,15 @@ class AsyncRedisCache:
             for name in ("fixed_window", "sliding_window", "token_bucket", "leaky_bucket", "unlock")
         }
         self._local = AsyncInMemoryCache()  # serves `local` during an outage
-        # At most as many commands in flight as a non-blocking pool has connections (a blocking pool
-        # queues them itself).
+        # At most as many commands in flight as the pool has connections: the others queue here, where
+        # they can be failed at once when Redis turns out to be gone (see _run), rather than each
+        # waiting its turn for a connection and then a timeout.
         pool = getattr(client, "connection_pool", None)
-        slots = None if pool is None or _is_blocking(pool) else getattr(pool, "max_connections", None)
+        slots = getattr(pool, "max_connections", None)
         self._slots = asyncio.Semaphore(slots) if isinstance(slots, int) and slots > 0 else None
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self._failures = 0  # failed commands so far: a command that queued through one fails at once
 
     @classmethod
     def from_url(cls, url: str, *, on_backend_error: OnBackendError = "local", timeout: float = 0.5,
@@ -136,9 +132,10 @@ class AsyncRedisCache:
         """``call()`` (one Redis command), when the client's pool has a connection for it."""
         if self._slots is None:
             return await _when_pool_free(call)
+        failures = self._failures
         async with self._slots:
-            if not self.available:
-                # Redis went away while this command queued: fail it now rather than let the queue
+            if self._failures != failures:
+                # Redis failed while this command queued: fail it now rather than let the queue
                 # drain one timeout at a time.
                 raise _RedisConnectionError("Redis is unreachable")
             return await _when_pool_free(call)
@@ -149,7 +146,20 @@ class AsyncRedisCache:
         """False during an outage until the next retry is due."""
         return self._down_since is None or time.monotonic() >= self._retry_at
 
+    def _use_redis(self) -> bool:
+        """Whether this call goes to Redis: always, except during an outage, when one call per
+        ``retry_interval`` does (a probe), so a Redis that times out costs one timeout per interval
+        rather than one per request."""
+        if self._down_since is None:
+            return True
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self.retry_interval
+        return True
+
     def _failed(self, error: BaseException) -> None:
+        self._failures += 1
         now = time.monotonic()
         self._retry_at = now + self.retry_interval
         if self._down_since is None:
@@ -166,7 +176,7 @@ class AsyncRedisCache:
 
     # -- cache ----------------------------------------------------------------------------------
     async def get(self, key: str) -> Any | None:
-        if not self.available:
+        if not self._use_redis():
             return self._local.get_nowait(key) if self.on_backend_error == "local" else None
         try:
             raw = await self._run(lambda: self.client.get(key))
@@ -179,7 +189,7 @@ class AsyncRedisCache:
         return None if raw is None else pickle.loads(raw)
 
     async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        if not self.available:
+        if not self._use_redis():
             if self.on_backend_error == "local":
                 self._local.set_nowait(key, value, ttl=ttl)
             return
@@ -226,7 +236,7 @@ class AsyncRedisCache:
 
     # -- rate limiting --------------------------------------------------------------------------
     async def acquire(self, key: str, algorithm: RateLimitAlgorithm, cost: int = 1) -> Decision:
-        if not self.available:
+        if not self._use_redis():
             return self._fallback_decision(key, algorithm, cost)
         args: list[Any] = [algorithm.quota, algorithm.duration, cost]
         if algorithm.name == "leaky_bucket":
@@ -258,7 +268,7 @@ class AsyncRedisCache:
         """Take the lock ``key`` for at most ``ttl`` seconds; its token, or ``None`` if someone holds
         it. During an outage every caller gets a (local, meaningless) token: nobody waits on Redis."""
         token = secrets.token_hex(16)
-        if not self.available:
+        if not self._use_redis():
             return token
         try:
             px = max(1, math.ceil(ttl * 1000))
