@@ -221,10 +221,12 @@ def main() -> None:
 
     premier_rows = [n for n in rates if groups[n] == "premier"]
     slowest = min(premier_rows, key=med.__getitem__)
-    one_trip = all(trips[n]["evalsha"] == 1 and trips[n]["requests"] == 1 for n in premier_rows)
+    # One EVALSHA per check, sent in at most one write: concurrent checks share a pipelined write (and
+    # its read), so a check never waits for more than one round trip.
+    one_trip = all(trips[n]["evalsha"] == 1 and trips[n]["requests"] <= 1 for n in premier_rows)
     ratio = min(v["median"] for v in ratios.values())  # against the faster of limits' two clients
     targets = {name: {"met": met, "detail": detail} for name, met, detail in (
-        ("one round trip per check", one_trip, "EVALSHA and requests per check of every premier row"),
+        ("one round trip per check", one_trip, "1 EVALSHA and <= 1 write per check in every premier row"),
         (">= 5000 checks/s", med[slowest] >= 5000, f"worst {med[slowest]:.0f} checks/s: {slowest}"),
         (">= 1.5x limits' moving window", ratio >= 1.5,
          f"{ratio:.2f}x, against the faster of limits' two clients"))}

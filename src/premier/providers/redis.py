@@ -34,7 +34,7 @@ from premier.providers.memory import AsyncInMemoryCache
 try:
     from redis.exceptions import ConnectionError as _RedisConnectionError
     from redis.exceptions import MaxConnectionsError as _PoolExhausted
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
     from redis.exceptions import TimeoutError as _RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the Redis provider needs redis-py: pip install 'premier[redis]'") from exc
@@ -111,6 +111,8 @@ class AsyncRedisCache:
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._failures = 0  # failed commands so far: a command that queued through one fails at once
+        self._pending: list[tuple[str, str, list[Any], asyncio.Future[Any]]] = []  # checks to batch
+        self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str, *, on_backend_error: OnBackendError = "local", timeout: float = 0.5,
@@ -139,6 +141,61 @@ class AsyncRedisCache:
                 # drain one timeout at a time.
                 raise _RedisConnectionError("Redis is unreachable")
             return await _when_pool_free(call)
+
+    # -- batching -------------------------------------------------------------------------------
+    async def _evalsha(self, name: str, key: str, args: list[Any]) -> Any:
+        """Run script ``name`` for ``key``. The checks started in one event-loop iteration go to Redis
+        as one pipeline — one write, one read for all of them — so each is still a single round trip
+        for its caller, and atomic on its own (a pipeline is not a transaction), while the client's
+        per-command cost, which dominates a check, is paid once per batch."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((name, key, args, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._flush(batch))
+        self._flushes.add(task)  # (a running task must be referenced, or it may be collected)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self._run(lambda: self._pipeline(batch))
+        except BaseException as error:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for (*_, future), reply in zip(batch, replies, strict=True):
+            if future.done():  # its caller gave up waiting (cancelled)
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        replies = await self._send(batch, range(len(batch)))
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # Redis restarted or its scripts were flushed: load them again, send those again
+            for name in {batch[i][0] for i in missing}:
+                script = self._scripts[name]
+                script.sha = await self.client.script_load(script.script)
+            for i, reply in zip(missing, await self._send(batch, missing), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]], items: Any) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for i in items:
+            name, key, args, _ = batch[i]
+            pipe.evalsha(self._scripts[name].sha, 1, key, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     # -- outage bookkeeping -------------------------------------------------------------------
     @property
@@ -242,10 +299,7 @@ class AsyncRedisCache:
         if algorithm.name == "leaky_bucket":
             args.append(algorithm.bucket_size)  # type: ignore[attr-defined]
         try:
-            script = self._scripts[algorithm.name]
-            allowed, remaining, reset_after, retry_after, delay = await self._run(
-                lambda: script(keys=[key], args=args)
-            )
+            allowed, remaining, reset_after, retry_after, delay = await self._evalsha(algorithm.name, key, args)
         except _UNREACHABLE as error:
             self._failed(error)
             return self._fallback_decision(key, algorithm, cost)
