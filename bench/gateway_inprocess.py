@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from apps import bare as hello
 from premier.asgi import ASGIGateway, GatewayConfig
 
 CONFIG = """
@@ -41,14 +42,7 @@ premier:
         monitoring: {log_threshold: 10}
 """
 
-START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
-BODY = {"type": "http.response.body", "body": b"Hello, world!"}
 REQUEST = {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def hello(scope: Any, receive: Any, send: Any) -> None:
-    await send(START)
-    await send(BODY)
 
 
 async def noop_send(message: Any) -> None:

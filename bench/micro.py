@@ -20,36 +20,18 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
-import venv
 from functools import lru_cache, partial
 from itertools import repeat
 from pathlib import Path
 
+from _venv import enter_venv
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VENV = HERE / ".venv"
 PEERS = ["limits", "cashews"]
 US3 = 3000  # the 3 microsecond budget, in ns
 
-
-def enter_venv() -> None:
-    """Re-execute this script inside bench/.venv, creating and filling it first when needed."""
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    if os.environ.get("PREMIER_BENCH_REEXEC"):
-        sys.exit(f"re-executed, but not inside {VENV} (sys.prefix={sys.prefix}); delete it and retry")
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {VENV}", flush=True)
-        venv.create(VENV, with_pip=True)
-    probe = subprocess.run([python, "-c", "import premier, " + ", ".join(PEERS)], capture_output=True, check=False)
-    if probe.returncode:
-        print(f"installing premier (editable) and {', '.join(PEERS)} into {VENV}", flush=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", "-e", str(ROOT), *PEERS], check=True)
-    os.environ["PREMIER_BENCH_REEXEC"] = "1"
-    os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
 # -- scenarios: each `setup()` runs once per round (fresh state) and returns a zero-argument callable ----
@@ -208,7 +190,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--ops", type=int)
     args = parser.parse_args()
-    enter_venv()
+    enter_venv(__file__, ["premier", *PEERS], ["-e", str(ROOT), *PEERS])
     rounds = args.rounds or (5 if args.quick else 7)
     ops = args.ops or (40_000 if args.quick else 200_000)
 

@@ -19,40 +19,21 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
-import sys
 import time
-import venv
 from functools import partial
 from itertools import cycle
 from pathlib import Path
 
+from _venv import enter_venv
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VENV = HERE / ".venv"
 # limits' async-redis extra brings its default async client, coredis; hiredis is redis-py's C reply parser.
 INSTALL = ["-e", f"{ROOT}[redis]", "limits[async-redis]", "hiredis"]
 URL = "redis://127.0.0.1:6379/0"
 PREFIX = f"premier-bench-{secrets.token_hex(4)}"
 CONCURRENCY, KEYS, QUOTA, DURATION = 50, 1000, 100_000, 60  # checks spread over KEYS keys, all admitted
 
-
-def enter_venv() -> None:
-    """Re-execute this script inside bench/.venv, creating and filling it first when needed."""
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    if os.environ.get("PREMIER_BENCH_REEXEC"):
-        sys.exit(f"re-executed, but not inside {VENV} (sys.prefix={sys.prefix}); delete it and retry")
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {VENV}", flush=True)
-        venv.create(VENV, with_pip=True)
-    probe = subprocess.run([python, "-c", "import premier, redis, hiredis, limits, coredis"], capture_output=True)
-    if probe.returncode:
-        print(f"installing {' '.join(INSTALL)} into {VENV}", flush=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", *INSTALL], check=True)
-    os.environ["PREMIER_BENCH_REEXEC"] = "1"
-    os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
 def scenarios(python_parser: bool) -> tuple[dict, list]:
@@ -178,7 +159,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 rounds x 1 s per scenario")
     parser.add_argument("--python-parser", action="store_true", help="redis-py parses replies in pure Python")
     args = parser.parse_args()
-    enter_venv()
+    enter_venv(__file__, ["premier", "redis", "hiredis", "limits", "coredis"], INSTALL)
     from importlib.metadata import version
 
     from redis.utils import HIREDIS_AVAILABLE

@@ -71,8 +71,9 @@ class _Attempt:
         await self.send(message)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that yields the buffered body once, then defers to the client's (for disconnects)."""
+def _replay(body: bytes, receive: Receive, *, more_body: bool = False) -> Receive:
+    """A receive that yields the buffered body once, then defers to the client's own: for the rest of
+    the body (``more_body``: only its head was buffered), or for the disconnect."""
     sent = False
 
     async def replay() -> Message:
@@ -80,7 +81,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         if sent:
             return await receive()
         sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": more_body}
 
     return replay
 
@@ -101,7 +102,7 @@ class RetryStep:
         body, complete = await self._read_body(ex.receive)
         client_receive, outer_send = ex.receive, ex.send
         if not complete:
-            ex.receive = _replay_partial(body, client_receive)
+            ex.receive = _replay(body, client_receive, more_body=True)
             await self.next(ex)
             return
         policy = self.policy
@@ -155,17 +156,3 @@ class RetryStep:
                 return b"".join(chunks), True
             if size > self.max_body_bytes:
                 return b"".join(chunks), False
-
-
-def _replay_partial(head: bytes, receive: Receive) -> Receive:
-    """A receive that yields what was already read (with more to come), then the client's own."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": head, "more_body": True}
-
-    return replay
