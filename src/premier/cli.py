@@ -37,11 +37,18 @@ def describe_features(features: FeaturesConfig) -> str:
     return " ".join(parts) or "no features"
 
 
-def _check(args: argparse.Namespace) -> int:
+def _load(path: str) -> GatewayConfig | None:
+    """The configuration in ``path``, or ``None`` after printing every problem in it."""
     try:
-        config = GatewayConfig.from_file(args.file)
+        return GatewayConfig.from_file(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    if config is None:
         return 1
     print(f"ok: {args.file} (keyspace {config.keyspace!r}, {len(config.paths)} path polic{'y' if len(config.paths) == 1 else 'ies'})")
     width = max((len(p.pattern) for p in config.paths), default=0)
@@ -55,7 +62,8 @@ def _check(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from premier.server import serve
 
-    return serve(args)
+    config = _load(args.file)
+    return 1 if config is None else serve(args, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from premier.config import GatewayConfig
-from premier.errors import ConfigError
 
 __all__ = ["load_app", "serve"]
 
@@ -40,14 +39,10 @@ def load_app(target: str) -> Any:
         raise ValueError(f"--app: {location} has no attribute {attribute!r}") from None
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
+    """Run ``config`` (already validated, from ``args.file``) with the options of ``premier serve``."""
     from premier.asgi import ASGIGateway
 
-    try:
-        config = GatewayConfig.from_file(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
     if not args.app:
         print("premier serve: standalone mode (proxying to servers) is not available yet; pass --app module:app",
               file=sys.stderr)

@@ -194,17 +194,13 @@ class HttpCacheStep:
                 pass  # the request lacks a {name}: fall back to the full key, never share wrongly
         return f"{self._path_prefix(ex.path)}?{query}"
 
-    async def _get(self, key: str) -> Any:
-        return self.provider.get_nowait(key) if self.local else await self.provider.get(key)
-
-    async def _lookup(self, ex: Exchange, base_key: str) -> tuple[CachedResponse | None, str]:
-        """The stored entry for this request (if any) and the key it lives, or would live, at."""
-        found = await self._get(base_key)
+    async def _lookup(self, ex: Exchange, base_key: str) -> CachedResponse | None:
+        """The stored entry for this request, from a provider that must be awaited (the in-process
+        lookup, the same steps without awaiting, is inline in ``_serve_fresh``)."""
+        found = await self.provider.get(base_key)
         if isinstance(found, tuple):  # a Vary marker: the entry is at a key with the request's values
-            key = _variant_key(base_key, found, ex)
-            found = await self._get(key)
-            return (found if isinstance(found, CachedResponse) else None), key
-        return found, base_key
+            found = await self.provider.get(_variant_key(base_key, found, ex))
+        return found if isinstance(found, CachedResponse) else None
 
     # -- the step ----------------------------------------------------------------------------------
     async def __call__(self, ex: Exchange) -> None:
@@ -285,7 +281,7 @@ class HttpCacheStep:
                 found = self.provider.get_nowait(_variant_key(base_key, found, ex))
             entry = found if isinstance(found, CachedResponse) else None
         else:
-            entry, _ = await self._lookup(ex, base_key)
+            entry = await self._lookup(ex, base_key)
         if entry is None:
             return False
         now = self.clock()

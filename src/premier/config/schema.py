@@ -102,6 +102,24 @@ def resolve_exception(name: str) -> type[BaseException]:
     return found
 
 
+def exception_classes(value: Any, path: str) -> tuple[type[BaseException], ...]:
+    """A decorator's exception option — a class, a name, or a tuple or list of them — as classes; a
+    :class:`~premier.errors.ConfigError` naming ``path`` for anything else."""
+    from premier.errors import ConfigError, ConfigIssue
+
+    found: list[type[BaseException]] = []
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(item, str):
+            try:
+                item = resolve_exception(item)
+            except ValueError as exc:
+                raise ConfigError(ConfigIssue(path, str(exc))) from None
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ConfigError(ConfigIssue(path, f"must be exception classes (or their names), got {item!r}"))
+        found.append(item)
+    return tuple(found)
+
+
 def _exception_names(values: tuple[str, ...]) -> str | None:
     for name in values:
         try:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from premier.config.loader import build
-from premier.config.schema import CircuitBreakerConfig, resolve_exception
-from premier.errors import CircuitOpenError, ConfigError, ConfigIssue
+from premier.config.schema import CircuitBreakerConfig, exception_classes
+from premier.errors import CircuitOpenError
 
 __all__ = ["CircuitBreaker", "circuit_breaker"]
 
@@ -130,23 +130,6 @@ class CircuitBreaker:
             self.on_state_change(self.name, old, new)
 
 
-def _expected_types(expected: Any) -> tuple[type[BaseException], ...]:
-    items = expected if isinstance(expected, tuple) else (expected,)
-    found: list[type[BaseException]] = []
-    for item in items:
-        if isinstance(item, str):
-            try:
-                item = resolve_exception(item)
-            except ValueError as exc:
-                raise ConfigError(ConfigIssue("circuit_breaker.expected_exception", str(exc))) from None
-        if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise ConfigError(ConfigIssue(
-                "circuit_breaker.expected_exception", f"must be exception classes (or their names), got {item!r}"
-            ))
-        found.append(item)
-    return tuple(found)
-
-
 def circuit_breaker(
     failure_threshold: int = 5,
     recovery_timeout: float = 60.0,
@@ -165,7 +148,7 @@ def circuit_breaker(
          "half_open_max_calls": half_open_max_calls},
         path="circuit_breaker",
     )
-    expected = _expected_types(expected_exception)
+    expected = exception_classes(expected_exception, "circuit_breaker.expected_exception")
 
     def decorate(func: F) -> F:
         breaker = CircuitBreaker(

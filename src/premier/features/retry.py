@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from premier.config.loader import build, require
-from premier.config.schema import RetryConfig, resolve_exception
-from premier.errors import ConfigError, ConfigIssue
+from premier.config.schema import RetryConfig, exception_classes, resolve_exception
 
 __all__ = ["RetryPolicy", "retry"]
 
@@ -62,21 +61,6 @@ class RetryPolicy:
         return self.wait_after(attempt)
 
 
-def _exception_types(exceptions: Any) -> tuple[type[BaseException], ...]:
-    items = exceptions if isinstance(exceptions, (tuple, list)) else (exceptions,)
-    types: list[type[BaseException]] = []
-    for item in items:
-        if isinstance(item, str):
-            try:
-                item = resolve_exception(item)
-            except ValueError as exc:
-                raise ConfigError(ConfigIssue("retry.exceptions", str(exc))) from None
-        if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise ConfigError(ConfigIssue("retry.exceptions", f"must be exception classes, got {item!r}"))
-        types.append(item)
-    return tuple(types)
-
-
 def retry(
     max_attempts: int = 3,
     wait: Wait = 1.0,
@@ -94,7 +78,7 @@ def retry(
         wait = tuple(wait)  # read once: a generator must not be used up by this check
     numeric_wait = 0.0 if callable(wait) else wait if isinstance(wait, (int, float)) else list(wait)
     build(RetryConfig, {"max_attempts": max_attempts, "wait": numeric_wait}, path="retry")
-    policy = RetryPolicy(max_attempts, wait, _exception_types(exceptions))
+    policy = RetryPolicy(max_attempts, wait, exception_classes(exceptions, "retry.exceptions"))
 
     def decorate(func: F) -> F:
         name = func.__qualname__
