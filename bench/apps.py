@@ -17,7 +17,7 @@ async def bare(scope: Any, receive: Any, send: Any) -> None:
     await send(BODY)
 
 
-_CONFIG = GatewayConfig.from_yaml("""
+CONFIG = GatewayConfig.from_yaml("""
 premier:
   paths:
     - pattern: /limited
@@ -28,9 +28,16 @@ premier:
     - pattern: /cached
       features:
         cache: {expire_s: 3600}
+    - pattern: /all
+      features:
+        rate_limit: {quota: 1000000000, duration: 60}
+        timeout: {seconds: 10}
+        retry: {max_attempts: 3, wait: 0}
+        circuit_breaker: {failure_threshold: 5, recovery_timeout: 60}
+        monitoring: {log_threshold: 10}
 """)
 
-gateway = ASGIGateway(_CONFIG, app=bare)
+gateway = ASGIGateway(CONFIG, app=bare)
 
 
 def _fastapi_hello() -> Any:
@@ -48,4 +55,4 @@ def _fastapi_hello() -> Any:
 
 
 fastapi_bare = _fastapi_hello()
-fastapi_gateway = ASGIGateway(_CONFIG, app=fastapi_bare)
+fastapi_gateway = ASGIGateway(CONFIG, app=fastapi_bare)

@@ -19,28 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from apps import CONFIG
 from apps import bare as hello
-from premier.asgi import ASGIGateway, GatewayConfig
-
-CONFIG = """
-premier:
-  paths:
-    - pattern: /limited
-      features:
-        rate_limit: {quota: 1000000000, duration: 60}
-        timeout: {seconds: 10}
-        monitoring: {log_threshold: 10}
-    - pattern: /cached
-      features:
-        cache: {expire_s: 3600}
-    - pattern: /all
-      features:
-        rate_limit: {quota: 1000000000, duration: 60}
-        timeout: {seconds: 10}
-        retry: {max_attempts: 3, wait: 0}
-        circuit_breaker: {failure_threshold: 5, recovery_timeout: 60}
-        monitoring: {log_threshold: 10}
-"""
+from premier.asgi import ASGIGateway
 
 REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 
@@ -71,7 +52,7 @@ async def per_call_ns(app: Any, path: str, calls: int) -> float:
 
 
 async def main(quick: bool) -> dict[str, Any]:
-    gateway = ASGIGateway(GatewayConfig.from_yaml(CONFIG), app=hello)
+    gateway = ASGIGateway(CONFIG, app=hello)
     await gateway(scope_for("/cached"), receive, noop_send)  # fill the cache
     scenarios = {
         "bare app": (hello, "/none"),
