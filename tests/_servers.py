@@ -1,13 +1,17 @@
-"""Real servers for tests: uvicorn serving an ASGI app on a free loopback port, in a thread."""
+"""Real servers for tests: uvicorn serving an ASGI app on a free loopback port, in a thread; and servers
+in their own processes (the proxy's backends, ``premier serve``)."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -20,7 +24,7 @@ def serve(app: Any, *, lifespan: str = "auto") -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", ws="none", http="httptools", lifespan=lifespan)
+    config = uvicorn.Config(app, log_level="warning", ws="none", http="httptools", lifespan=lifespan, proxy_headers=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -47,3 +51,81 @@ def raw_get(base_url: str, raw_path: str, headers: dict[str, str] | None = None)
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: Any = None, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+class Process:
+    """A server in its own process on a loopback port: ``url``, ``kill()`` (SIGKILL), ``restart()``."""
+
+    def __init__(self, args: list[str], port: int) -> None:
+        self.args = args
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)  # its stderr: pytest's capture
+        wait_for_port(self.port, self.process)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def restart(self) -> Process:
+        self.stop()
+        return self.start()
+
+    def peak_rss_kib(self) -> int:
+        """The process's resident memory high-water mark (Linux ``VmHWM``)."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def __enter__(self) -> Process:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def backend(name: str, port: int | None = None) -> Process:
+    """``tests/_backend.py`` (see its routes) as a real process."""
+    port = port or free_port()
+    return Process([sys.executable, str(Path(__file__).with_name("_backend.py")), str(port), name], port)
+
+
+def gateway_process(config_file: Path, *extra: str) -> Process:
+    """``premier serve config_file`` as a real process."""
+    port = free_port()
+    args = [sys.executable, "-m", "premier.cli", "serve", str(config_file), "--port", str(port),
+            "--log-level", "warning", "--no-access-log", *extra]
+    return Process(args, port)

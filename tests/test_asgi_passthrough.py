@@ -210,11 +210,6 @@ async def test_premier_middleware_without_config_passes_everything() -> None:
     assert (await call(middleware, path="/x")).body == b"GET /x call 1"
 
 
-def test_standalone_mode_is_refused_clearly() -> None:
-    with pytest.raises(NotImplementedError, match="app="):
-        ASGIGateway(GatewayConfig(), servers=["http://backend:8000"])
-
-
 async def test_lifespan_shutdown_closes_the_provider_the_gateway_made_only() -> None:
     from premier.providers import AsyncInMemoryCache
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +57,9 @@ def _check(args: argparse.Namespace) -> int:
     for path in config.paths:
         print(f"  {path.pattern:<{width}}  {describe_features(config.features_for(path))}")
     print(f"  {'(other paths)':<{width}}  {describe_features(config.features_for(None))}")
+    servers = {s.url for s in config.servers} | {s.url for p in config.paths for s in p.servers}
+    if servers:
+        print(f"  upstream: {len(servers)} server{'s' * (len(servers) != 1)}, {config.upstream.load_balancing}")
     return 0
 
 
@@ -77,10 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--app", help="plugin mode: the ASGI app to wrap, as module:attribute (or path/to/file.py:attribute)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (state is per process unless storage is Redis)")
+    serve.add_argument("--reload-config", action="store_true", help="reload the configuration when the file changes (SIGHUP always reloads)")
+    serve.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except BrokenPipeError:  # `premier check FILE | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``premier serve``: run the gateway for a configuration file under uvicorn."""
+"""``premier serve``: run the gateway for a configuration file under uvicorn (uvloop and httptools when
+installed, as with ``premier[server]``), in plugin mode with ``--app`` and as a reverse proxy without."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import argparse
 import copy
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from premier.config import GatewayConfig
 
-__all__ = ["load_app", "serve"]
+__all__ = ["build", "load_app", "serve", "worker_app"]
 
 
 def load_app(target: str) -> Any:
@@ -39,19 +41,48 @@ def load_app(target: str) -> Any:
         raise ValueError(f"--app: {location} has no attribute {attribute!r}") from None
 
 
+class _Served:
+    """The ASGI app ``premier serve`` runs: the gateway, with the config file watched while it serves."""
+
+    def __init__(self, gateway: Any, watcher: Any) -> None:
+        self.gateway = gateway
+        self.watcher = watcher
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.gateway(scope, receive, send)
+            return
+
+        async def lifespan_send(message: Any) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self.watcher.start()
+            elif message["type"] == "lifespan.shutdown.complete":
+                await self.watcher.stop()
+            await send(message)
+
+        await self.gateway(scope, receive, lifespan_send)
+
+
+def build(file: str, app: str | None = None, *, reload_config: bool = False, config: GatewayConfig | None = None) -> Any:
+    """The app ``premier serve`` runs for ``file`` (plugin mode when ``app`` names one)."""
+    from premier.asgi import ASGIGateway
+    from premier.config.watch import ConfigWatcher
+
+    config = config if config is not None else GatewayConfig.from_file(file)
+    gateway = ASGIGateway(config, app=load_app(app)) if app else ASGIGateway(config)
+    return _Served(gateway, ConfigWatcher(gateway, file, poll=reload_config))
+
+
+def worker_app() -> Any:
+    """Each worker's app when ``--workers`` is above 1 (uvicorn imports it by name in every process)."""
+    return build(
+        os.environ["PREMIER_SERVE_FILE"], os.environ.get("PREMIER_SERVE_APP") or None,
+        reload_config=os.environ.get("PREMIER_SERVE_RELOAD") == "1",
+    )
+
+
 def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     """Run ``config`` (already validated, from ``args.file``) with the options of ``premier serve``."""
-    from premier.asgi import ASGIGateway
-
-    if not args.app:
-        print("premier serve: standalone mode (proxying to servers) is not available yet; pass --app module:app",
-              file=sys.stderr)
-        return 2
-    try:
-        app = load_app(args.app)
-    except (ValueError, ImportError) as exc:
-        print(f"premier serve: {exc}", file=sys.stderr)
-        return 2
     try:
         import uvicorn
     except ImportError:
@@ -59,8 +90,24 @@ def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
         return 2
     from uvicorn.config import LOGGING_CONFIG
 
+    try:
+        app = build(args.file, args.app, reload_config=args.reload_config, config=config)
+    except (ValueError, ImportError) as exc:  # ConfigError is a ValueError
+        print(f"premier serve: {exc}", file=sys.stderr)
+        return 2
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["premier"] = {"handlers": ["default"], "level": args.log_level.upper(), "propagate": False}
-    gateway = ASGIGateway(config, app=app)
-    uvicorn.run(gateway, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config)
+    options: dict[str, Any] = {
+        "host": args.host, "port": args.port, "log_level": args.log_level, "log_config": log_config,
+        "access_log": args.access_log, "lifespan": "on",
+        # X-Forwarded-For is believed only from the config's trusted_proxies, not from uvicorn's defaults
+        "proxy_headers": False,
+    }
+    if args.workers > 1:
+        os.environ["PREMIER_SERVE_FILE"] = str(Path(args.file).resolve())
+        os.environ["PREMIER_SERVE_APP"] = args.app or ""
+        os.environ["PREMIER_SERVE_RELOAD"] = "1" if args.reload_config else ""
+        uvicorn.run("premier.server:worker_app", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(app, **options)
     return 0

@@ -32,6 +32,10 @@ class ClientIdentity:
             return False
         return any(ip in network for network in self._networks)
 
+    def trusts(self, address: str) -> bool:
+        """Whether ``address`` is a configured trusted proxy (whose forwarding headers are believed)."""
+        return bool(self._networks) and self._is_trusted(address)
+
     def address(self, scope: Scope) -> str:
         client = scope.get("client")
         peer = client[0] if client else ""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from premier.asgi.client import ClientIdentity
-from premier.asgi.exchange import ASGIApp, Exchange, Message, Receive, Scope, Send
+from premier.asgi.exchange import ASGIApp, Exchange, Message, Receive, Scope, Send, error_body, send_error
 from premier.asgi.policy import Route, compile_route
 from premier.asgi.router import Router
-from premier.config.schema import FeaturesConfig, GatewayConfig
+from premier.config.schema import FeaturesConfig, GatewayConfig, PathConfig, ServerConfig
+from premier.errors import ConfigError, ConfigIssue
 from premier.observability.events import Events
 
 __all__ = ["ASGIGateway", "PremierMiddleware"]
@@ -22,13 +25,23 @@ _UNMATCHED = "(unmatched)"
 class _Compiled:
     """Everything derived from one configuration; replaced whole, in one assignment, on reload."""
 
-    __slots__ = ("config", "passthrough", "router", "routes")
+    __slots__ = ("config", "fallback", "passthrough", "pools", "router", "routes")
 
-    def __init__(self, config: GatewayConfig, router: Router[Route], routes: dict[str, Route], passthrough: Route) -> None:
+    def __init__(
+        self, config: GatewayConfig, router: Router[Route], routes: dict[str, Route], passthrough: Route,
+        fallback: ASGIApp, pools: dict[Any, Any],
+    ) -> None:
         self.config = config
         self.router = router
         self.routes = routes
         self.passthrough = passthrough
+        self.fallback = fallback  # serves requests that match no policy
+        self.pools = pools  # standalone mode: (servers, upstream settings) -> UpstreamPool
+
+
+async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
+    """Standalone mode without top-level ``servers``: a path no ``paths`` entry serves."""
+    await send_error(send, 404, error_body(404, f"no route for {scope['path']}"))
 
 
 class ASGIGateway:
@@ -37,7 +50,12 @@ class ASGIGateway:
     ``cache_provider`` stores cache entries and rate-limit counters (default: the config's ``storage``
     — Redis, shared between processes — or else this process's memory; an explicit
     ``premier.providers.redis.AsyncRedisCache(client)`` takes precedence over ``storage``). Lifespan and
-    WebSocket scopes pass straight through to ``app``. ``clock`` (monotonic seconds) times circuit
+    WebSocket scopes pass straight through to ``app``.
+
+    Without ``app`` the gateway is a reverse proxy (standalone mode) to ``servers`` (or the config's
+    ``servers``; a path's own ``servers`` replace them for that path), load-balanced and health-checked
+    as the config's ``upstream`` section says; it then answers the lifespan itself, starting the health
+    checks at startup and closing the backends' connections at shutdown. ``clock`` (monotonic seconds) times circuit
     breakers; ``wall_clock`` (seconds since the epoch) dates HTTP cache entries (``Age``, freshness).
     Tests pass fake ones (the same fake as the provider's clock, so stored entries expire together).
     """
@@ -59,11 +77,14 @@ class ASGIGateway:
             raise TypeError(
                 f"config must be a GatewayConfig (GatewayConfig.from_file(path) reads a file), got {type(config).__name__}"
             )
-        if app is None:
-            raise NotImplementedError(
-                "standalone mode (ASGIGateway without app=, proxying to servers) is not available in this "
-                "version; pass app= to wrap an ASGI application"
-            )
+        if servers is not None:
+            config = dataclasses.replace(config, servers=tuple(ServerConfig(url) for url in servers))
+            _check_servers(config)
+        if app is None and not config.servers and not (config.paths and all(path.servers for path in config.paths)):
+            raise ConfigError(ConfigIssue(
+                "premier.servers", "standalone mode (no app= given) needs backend servers: pass servers=[...] or "
+                "set servers in the configuration (top-level, or on every path)"
+            ))
         self.app = app
         # A provider the gateway makes itself is the gateway's to close, at lifespan shutdown; one
         # passed in belongs to the caller.
@@ -80,6 +101,8 @@ class ASGIGateway:
         self.clock = clock
         self.wall_clock = wall_clock
         self._cache_index: dict[str, set[str] | None] = {}  # path -> cache keys, shared by all configurations
+        self._running = False  # between lifespan startup and shutdown (standalone mode)
+        self._closing: set[asyncio.Task[None]] = set()
         self._compiled = self._compile(config, None)
 
     @property
@@ -92,16 +115,44 @@ class ASGIGateway:
 
     def reload(self, config: GatewayConfig) -> None:
         """Switch to ``config``: compiled completely first, then swapped in with one assignment.
-        Requests already running finish on the policy they started with."""
-        self._compiled = self._compile(config, self._compiled)
+        Requests already running finish on the policy they started with. Upstream pools whose servers
+        and settings did not change are kept, with their connections and health."""
+        previous = self._compiled
+        self._compiled = compiled = self._compile(config, previous)
+        if self._running:
+            for pool in compiled.pools.values():
+                pool.start()
+            dropped = [pool for key, pool in previous.pools.items() if compiled.pools.get(key) is not pool]
+            if dropped:
+                task = asyncio.get_running_loop().create_task(_close_pools(dropped))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def _compile(self, config: GatewayConfig, previous: _Compiled | None) -> _Compiled:
         identity = ClientIdentity(config.trusted_proxies)
         old_routes = previous.routes if previous else {}
+        old_pools = previous.pools if previous else {}
+        pools: dict[Any, Any] = {}
 
-        def build(pattern: str, features: FeaturesConfig) -> Route:
+        def downstream(path: PathConfig | None) -> ASGIApp:
+            if self.app is not None:
+                return self.app
+            from premier.proxy import ReverseProxy, UpstreamPool
+
+            servers = path.servers if path is not None and path.servers else config.servers
+            if not servers:
+                return _no_route
+            key = (servers, config.upstream)
+            pool = pools.get(key) or old_pools.get(key) or UpstreamPool(servers, config.upstream, clock=self.clock)
+            pools[key] = pool
+            return ReverseProxy(
+                pool, identity=identity, preserve_host=config.upstream.preserve_host,
+                strip_prefix=path.strip_prefix if path is not None else None,
+            )
+
+        def build(pattern: str, features: FeaturesConfig, path: PathConfig | None) -> Route:
             return compile_route(
-                pattern, features, app=self.app, keyspace=config.keyspace, provider=self.provider,
+                pattern, features, app=downstream(path), keyspace=config.keyspace, provider=self.provider,
                 identity=identity, events=self.events, clock=self.clock, wall_clock=self.wall_clock,
                 cache_index=self._cache_index, previous=old_routes.get(pattern),
             )
@@ -109,34 +160,62 @@ class ASGIGateway:
         routes: dict[str, Route] = {}
         ordered: list[tuple[str, Route]] = []
         for path in config.paths:
-            route = routes.get(path.pattern) or build(path.pattern, config.features_for(path))
+            route = routes.get(path.pattern) or build(path.pattern, config.features_for(path), path)
             routes[path.pattern] = route
             ordered.append((path.pattern, route))
         defaults = config.features_for(None)
-        default_route = build(_UNMATCHED, defaults) if defaults.enabled() else None
-        passthrough = default_route or build(_UNMATCHED, FeaturesConfig())
+        default_route = build(_UNMATCHED, defaults, None) if defaults.enabled() else None
+        passthrough = default_route or build(_UNMATCHED, FeaturesConfig(), None)
         if default_route is not None:
             routes[_UNMATCHED] = default_route
-        return _Compiled(config, Router(ordered, default_route), routes, passthrough)
+        fallback = downstream(None)
+        return _Compiled(config, Router(ordered, default_route), routes, passthrough, fallback, pools)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, self._closing_on_shutdown(send) if scope["type"] == "lifespan" else send)
+            if self.app is None:
+                await self._standalone_other(scope, receive, send)
+            else:
+                await self.app(scope, receive, self._closing_on_shutdown(send) if scope["type"] == "lifespan" else send)
             return
         compiled = self._compiled
         raw_path = scope["path"]
         route, path, params = compiled.router.match(raw_path)
         if path is not raw_path and path != raw_path:
             # The app sees the path the policy was chosen for, so they can never disagree. (The memo
-            # hands back the first request's string: an equal path is not a normalised one.)
-            scope = {**scope, "path": path, "raw_path": quote(path).encode("ascii")}
+            # hands back the first request's string: an equal path is not a normalised one.) The
+            # proxy keeps the raw path, to send it byte for byte where that is safe.
+            scope = (
+                {**scope, "path": path, "raw_path": quote(path).encode("ascii")} if self.app is not None
+                else {**scope, "path": path}
+            )
         if route is None:
             if not self.events.active:
-                await self.app(scope, receive, send)
+                await compiled.fallback(scope, receive, send)
                 return
             route = compiled.passthrough
         await route.entry(Exchange(scope, receive, send, path, route.pattern, params))
 
+
+    async def _standalone_other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Standalone mode's lifespan (start health checks; close connections and storage at the end)."""
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self._running = True
+                    for pool in self._compiled.pools.values():
+                        pool.start()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self._running = False
+                    await _close_pools(self._compiled.pools.values())
+                    if self._owns_provider:
+                        await self.provider.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003, "reason": "WebSocket proxying is not supported yet"})
 
     def _closing_on_shutdown(self, send: Send) -> Send:
         """The lifespan's send: once the app has shut down, close the provider the gateway made."""
@@ -147,6 +226,22 @@ class ASGIGateway:
             await send(message)
 
         return lifespan_send
+
+
+async def _close_pools(pools: Any) -> None:
+    for pool in pools:
+        await pool.close()
+
+
+def _check_servers(config: GatewayConfig) -> None:
+    from premier.config.schema import _server_url
+
+    issues = [
+        ConfigIssue(f"servers[{i}]", problem) for i, server in enumerate(config.servers)
+        if (problem := _server_url(server.url))
+    ]
+    if issues:
+        raise ConfigError(issues)
 
 
 class PremierMiddleware(ASGIGateway):

@@ -6,13 +6,16 @@ from premier.config.schema import (
     CircuitBreakerConfig,
     FeaturesConfig,
     GatewayConfig,
+    HealthCheckConfig,
     MonitoringConfig,
+    PassiveHealthConfig,
     PathConfig,
     RateLimitConfig,
     RetryConfig,
     ServerConfig,
     StorageConfig,
     TimeoutConfig,
+    UpstreamConfig,
 )
 
 __all__ = [
@@ -21,11 +24,14 @@ __all__ = [
     "CircuitBreakerConfig",
     "FeaturesConfig",
     "GatewayConfig",
+    "HealthCheckConfig",
     "MonitoringConfig",
+    "PassiveHealthConfig",
     "PathConfig",
     "RateLimitConfig",
     "RetryConfig",
     "ServerConfig",
     "StorageConfig",
     "TimeoutConfig",
+    "UpstreamConfig",
 ]

@@ -22,17 +22,21 @@ __all__ = [
     "CircuitBreakerConfig",
     "FeaturesConfig",
     "GatewayConfig",
+    "HealthCheckConfig",
     "MonitoringConfig",
+    "PassiveHealthConfig",
     "PathConfig",
     "RateLimitConfig",
     "RetryConfig",
     "ServerConfig",
     "StorageConfig",
     "TimeoutConfig",
+    "UpstreamConfig",
 ]
 
 Algorithm = Literal["fixed_window", "sliding_window", "token_bucket", "leaky_bucket"]
 ALGORITHMS: tuple[str, ...] = ("fixed_window", "sliding_window", "token_bucket", "leaky_bucket")
+LoadBalancing = Literal["round_robin", "weighted_round_robin", "least_connections"]
 
 Check = Callable[[Any], "str | None"]
 
@@ -164,6 +168,18 @@ def _storage_url(value: str) -> str | None:
     return None
 
 
+def _ratio(value: float) -> str | None:
+    return None if 0 < value <= 1 else f"must be greater than 0 and at most 1, got {value!r}"
+
+
+def _path_prefix(value: str) -> str | None:
+    if not value.startswith("/"):
+        return f"must start with '/', got {value!r}"
+    if any(c in value for c in "?#*") or any(ord(c) <= 32 for c in value):
+        return f"must be a literal path (no '?', '#', '*' or spaces), got {value!r}"
+    return None
+
+
 def _ip_networks(values: tuple[str, ...]) -> str | None:
     for value in values:
         try:
@@ -278,16 +294,74 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """A backend of standalone mode, written as a URL or as ``{url, weight}``."""
+
+    url: str = _field(MISSING, _server_url)
+    weight: int = _field(1, _positive)
+    """Its share of requests relative to the other servers of its list."""
+
+
+@dataclass(frozen=True, slots=True)
 class PathConfig:
     pattern: str = _field(MISSING, _pattern)
     """A glob (``*`` any run of characters, ``?`` one) or, starting with ``^``, a regular expression."""
     features: FeaturesConfig = FeaturesConfig()
+    servers: tuple[ServerConfig, ...] = ()
+    """Standalone mode: this path's backends, instead of the top-level ``servers``."""
+    strip_prefix: str | None = _field(None, _path_prefix)
+    """Standalone mode: removed from the start of the path before it is sent to a backend."""
 
 
 @dataclass(frozen=True, slots=True)
-class ServerConfig:
-    url: str = _field(MISSING, _server_url)
-    weight: int = _field(1, _positive)
+class HealthCheckConfig:
+    """Active health checks: every ``interval`` seconds each backend gets ``GET path``; a 2xx or 3xx
+    answer within ``timeout`` is a pass."""
+
+    path: str = _field("/health", _path_prefix)
+    interval: float = _field(5.0, _positive)
+    timeout: float = _field(2.0, _positive)
+    unhealthy_threshold: int = _field(2, _positive)
+    """Consecutive failed checks that take a backend out of the rotation."""
+    healthy_threshold: int = _field(1, _positive)
+    """Consecutive passed checks that bring it back."""
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveHealthConfig:
+    """A circuit breaker per backend, fed by real traffic. A failure is a refused, reset or timed-out
+    connection or a 502/503/504 answer. ``failure_threshold`` consecutive failures, or a failure ratio of
+    ``failure_ratio`` over the last ``window`` seconds (once ``min_requests`` were seen), take the
+    backend out of the rotation; after ``recovery_timeout`` seconds one request probes it, and a
+    success brings it back."""
+
+    failure_threshold: int = _field(3, _positive)
+    failure_ratio: float = _field(0.5, _ratio)
+    window: float = _field(10.0, _positive)
+    min_requests: int = _field(20, _positive)
+    recovery_timeout: float = _field(10.0, _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """Standalone mode: how the gateway talks to its backends."""
+
+    load_balancing: LoadBalancing = "round_robin"
+    """``round_robin`` (the default) and ``weighted_round_robin`` both honour server weights, spreading
+    each server's turns evenly (equal weights: plain rotation); ``least_connections`` picks the server
+    with the fewest requests in flight per unit of weight."""
+    connect_timeout: float = _field(5.0, _positive)
+    """Seconds to open a connection to a backend; past it the next backend is tried."""
+    read_timeout: float = _field(60.0, _positive)
+    """Seconds to wait for the response's head and then between any two reads of its body."""
+    max_idle_connections: int = _field(256, _positive)
+    """Keep-alive connections kept open per backend between requests."""
+    idle_timeout: float = _field(30.0, _positive)
+    """Seconds an idle keep-alive connection is kept before it is closed."""
+    preserve_host: bool = False
+    """Send the client's ``Host`` to the backend instead of the backend's own host and port."""
+    health_check: HealthCheckConfig | None = None
+    passive_health: PassiveHealthConfig = PassiveHealthConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +387,8 @@ class GatewayConfig:
 
     keyspace: str = _field("asgi-gateway", _non_empty)
     servers: tuple[ServerConfig, ...] = ()
+    """Standalone mode: the backends that requests are proxied to."""
+    upstream: UpstreamConfig = UpstreamConfig()
     paths: tuple[PathConfig, ...] = ()
     default_features: FeaturesConfig | None = None
     trusted_proxies: tuple[str, ...] = _field((), _ip_networks)

@@ -1,0 +1,334 @@
+"""The reverse proxy: an ASGI app that forwards each HTTP request to a backend of its upstream pool.
+
+What a request's trip looks like:
+
+- **Choice and failover.** The pool's balancer picks a healthy backend. A connection that cannot be
+  opened (refused, unreachable, timed out) sends the request to the next healthy backend, whatever the
+  method: nothing was sent yet. A backend that closes the connection before answering also fails over,
+  for idempotent requests without a body. Statuses worth retrying (502/503/504) are the route's ``retry``
+  feature's business, which then calls the proxy again and so reaches the next backend.
+- **Headers.** Hop-by-hop headers (and those the ``Connection`` header names) are dropped both ways;
+  ``Host`` becomes the backend's (unless ``preserve_host``); ``X-Forwarded-For/-Proto/-Host`` are set,
+  appended to the incoming ones only when the peer is a trusted proxy. The backend's ``Date`` and
+  ``Server`` are dropped, as nginx does, so that the server in front (which adds its own) never sends
+  two. ``Content-Encoding`` and ``Content-Length`` pass unchanged: bodies are never decoded.
+- **Bodies** stream both ways with flow control on each side: memory per request stays near the
+  connection's high-water mark whatever the body's size. The path and query reach the backend byte for
+  byte (``strip_prefix`` removed), unless the path holds ``//``, ``/./`` or ``/../``: then the normalised
+  path the policy was chosen for is sent, so that the backend cannot resolve it to another one.
+- **Errors** answer JSON naming the cause, with a log line: refused or reset connection 502, timeout
+  504, no healthy backend 503. A failure after the response started aborts the client's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from premier.asgi.chain import retry_after_header
+from premier.asgi.client import ClientIdentity
+from premier.asgi.exchange import Message, Receive, Scope, Send, error_body, send_error
+from premier.proxy.http1 import UpstreamClosed, UpstreamConnection, UpstreamTimeout
+from premier.proxy.pool import Backend, UpstreamPool
+
+__all__ = ["ReverseProxy"]
+
+logger = logging.getLogger("premier")
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    b"proxy-authenticate", b"proxy-authorization",
+})
+# request headers the proxy rewrites or must not pass on (uvicorn hands them over lower-cased)
+_REWRITTEN = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"expect"}
+_NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}
+_UNSAFE_PATH = (b"//", b"/./", b"/../")
+
+_NO_BODY, _LENGTH, _CHUNKED = 0, 1, 2
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its request body was being forwarded."""
+
+
+class _Failed(Exception):
+    """One attempt failed before anything was sent to the client."""
+
+    def __init__(self, status: int, message: str, *, failover: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.failover = failover
+
+
+class ReverseProxy:
+    """Forwards requests to ``pool``. ``strip_prefix`` is removed from the path first."""
+
+    def __init__(
+        self, pool: UpstreamPool, *, identity: ClientIdentity, preserve_host: bool = False,
+        strip_prefix: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.identity = identity
+        self.preserve_host = preserve_host
+        self.strip_prefix = strip_prefix.rstrip("/") if strip_prefix else None
+        self.read_timeout = pool.config.read_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError(f"the reverse proxy serves http scopes, not {scope['type']!r}")
+        method: str = scope["method"]
+        target = self._target(scope)
+        head, host, body = self._head(scope)
+        replayable = body == _NO_BODY and method in _IDEMPOTENT
+        request_line = method.encode("latin-1") + b" "
+        tail = b" HTTP/1.1\r\nhost: "
+        pool = self.pool
+        tried: list[Backend] = []
+        failure: _Failed | None = None
+        while (backend := pool.pick(tried)) is not None:
+            tried.append(backend)
+            request = b"".join((request_line, backend.base_path, target, tail, host or backend.host_header, b"\r\n", head))
+            try:
+                await self._forward(backend, request, body, method, replayable, receive, send)
+                return
+            except _Failed as failed:
+                logger.warning("upstream %s: %s (%s %s)", backend.url, failed.message, method, scope["path"])
+                failure = failed
+                if not failed.failover:
+                    break
+            except _ClientGone:
+                return
+        if failure is None:
+            status, message = 503, "no healthy upstream server"
+            headers = [retry_after_header(pool.retry_after())]
+            logger.warning("upstream: no healthy server among %d (%s %s)", len(pool.backends), method, scope["path"])
+        else:
+            status, message, headers = failure.status, f"upstream {tried[-1].url}: {failure.message}", []
+        await send_error(send, status, error_body(status, message), headers)
+
+    async def _forward(
+        self, backend: Backend, request: bytes, body: int, method: str, replayable: bool, receive: Receive, send: Send
+    ) -> None:
+        """One attempt on ``backend``; raises :class:`_Failed` if it fails before the response starts."""
+        pool = self.pool
+        health = backend.health
+        for _ in range(2):  # a kept-alive connection the backend has just closed earns one fresh try
+            try:
+                connection, reused = await pool.connect(backend)
+            except asyncio.TimeoutError:  # (the built-in TimeoutError from Python 3.11)
+                health.failure(pool.clock())
+                raise _Failed(504, "connection timed out", failover=True) from None
+            except OSError as exc:
+                health.failure(pool.clock())
+                raise _Failed(502, _describe(exc), failover=True) from None
+            backend.in_flight += 1
+            try:
+                connection.start_response(head_only=method == "HEAD")
+                connection.write(request)
+                connection.request_sent = not body
+                if body:
+                    await _send_body(connection, receive, body == _CHUNKED)
+                await connection.read_head(self.read_timeout)
+            except UpstreamClosed as exc:
+                backend.in_flight -= 1
+                connection.abort()
+                if reused and not connection.received and replayable:
+                    while backend.idle:  # the backend restarted or timed its connections out: all are stale
+                        backend.idle.pop().close()
+                    continue
+                health.failure(pool.clock())
+                raise _Failed(502, str(exc), failover=replayable and not connection.received) from None
+            except UpstreamTimeout:
+                backend.in_flight -= 1
+                connection.abort()
+                health.failure(pool.clock())
+                raise _Failed(504, f"no response within {self.read_timeout:g} s", failover=False) from None
+            except BaseException:
+                backend.in_flight -= 1
+                connection.abort()
+                health.abandoned()
+                raise
+            try:
+                await self._respond(backend, connection, send, receive, body)
+            finally:
+                backend.in_flight -= 1
+            return
+        raise _Failed(502, "the backend closed fresh connections before answering", failover=replayable)
+
+    async def _respond(
+        self, backend: Backend, connection: UpstreamConnection, send: Send, receive: Receive, body: int
+    ) -> None:
+        status = connection.status
+        pool = self.pool
+        if 502 <= status <= 504:
+            backend.health.failure(pool.clock())
+        else:
+            backend.health.success(pool.clock())
+        await send({"type": "http.response.start", "status": status, "headers": _response_headers(connection.headers)})
+        watcher: asyncio.Future[Message] | None = None
+        try:
+            while True:
+                data = await connection.read_body(self.read_timeout)
+                last = data is None or (connection.complete and not connection.pending)
+                await send({"type": "http.response.body", "body": data or b"", "more_body": not last})
+                if last:
+                    break
+                if watcher is None:
+                    watcher = _watch_disconnect(receive, connection)
+        except (UpstreamClosed, UpstreamTimeout) as exc:
+            connection.abort()
+            if watcher is not None and watcher.done() and not watcher.cancelled():
+                return  # the client left: the stream was cut on purpose
+            logger.warning("upstream %s: %s after the response started; aborting the client's connection", backend.url, exc)
+            raise
+        except BaseException:
+            connection.abort()
+            raise
+        finally:
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+        pool.release(backend, connection)
+
+    def _target(self, scope: Scope) -> bytes:
+        """The path and query sent to the backend (after the backend's own base path)."""
+        raw: bytes | None = scope.get("raw_path")
+        path: str = scope["path"]
+        if raw is None or any(part in raw for part in _UNSAFE_PATH) or raw.endswith((b"/.", b"/..")):
+            raw = quote(path).encode("ascii")
+        prefix = self.strip_prefix
+        if prefix is not None:
+            encoded = prefix.encode("latin-1")
+            if raw.startswith(encoded) and raw[len(encoded):len(encoded) + 1] in (b"", b"/"):
+                raw = raw[len(encoded):] or b"/"
+            elif path.startswith(prefix) and path[len(prefix):len(prefix) + 1] in ("", "/"):
+                raw = quote(path[len(prefix):] or "/").encode("ascii")
+        query: bytes = scope.get("query_string", b"")
+        return raw + b"?" + query if query else raw
+
+    def _head(self, scope: Scope) -> tuple[bytes, bytes | None, int]:
+        """The request's header lines after ``Host``, the ``Host`` to send (``None``: the backend's),
+        and how its body is framed."""
+        lines: list[bytes] = []
+        host = forwarded_for = forwarded_proto = forwarded_host = connection = None
+        body = _NO_BODY
+        for name, value in scope["headers"]:
+            if name in _REWRITTEN:
+                if name == b"host":
+                    host = value
+                elif name == b"x-forwarded-for":
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                elif name == b"x-forwarded-proto":
+                    forwarded_proto = value
+                elif name == b"x-forwarded-host":
+                    forwarded_host = value
+                elif name == b"transfer-encoding":
+                    body = _CHUNKED
+                elif name == b"connection":
+                    connection = value
+                continue
+            if name == b"content-length" and body == _NO_BODY and value != b"0":
+                body = _LENGTH
+            lines += (name, b": ", value, b"\r\n")
+        if connection is not None:
+            lines = _without_connection_options(lines, connection)
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        if not self.identity.trusts(peer):
+            forwarded_for = forwarded_proto = forwarded_host = None
+        peer_bytes = peer.encode("latin-1")
+        lines += (
+            b"x-forwarded-for: ", forwarded_for + b", " + peer_bytes if forwarded_for else peer_bytes,
+            b"\r\nx-forwarded-proto: ", forwarded_proto or scope.get("scheme", "http").encode("latin-1"),
+            b"\r\n",
+        )
+        if forwarded_host or host:
+            lines += (b"x-forwarded-host: ", forwarded_host or host or b"", b"\r\n")
+        if body == _CHUNKED:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines), host if self.preserve_host else None, body
+
+
+async def _send_body(connection: UpstreamConnection, receive: Receive, chunked: bool) -> None:
+    """Streams the client's request body to the backend, waiting whenever the backend reads slower."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            connection.abort()
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            if chunked:
+                connection.write(b"%x\r\n" % len(chunk))
+                connection.write(chunk)
+                connection.write(b"\r\n")
+            else:
+                connection.write(chunk)
+            await connection.drain()
+            if connection.head_done:
+                return  # the backend answered early (413...): the rest is not needed
+        if not message.get("more_body", False):
+            break
+    if chunked:
+        connection.write(b"0\r\n\r\n")
+    connection.request_sent = True
+
+
+def _watch_disconnect(receive: Receive, connection: UpstreamConnection) -> asyncio.Future[Message]:
+    """While a long response streams, a client that leaves cuts the backend's connection too (an
+    endless stream would otherwise be read for nobody)."""
+
+    def on_message(task: asyncio.Future[Message]) -> None:
+        if not task.cancelled() and task.exception() is None and not connection.complete:
+            connection.abort()
+
+    watcher = asyncio.ensure_future(_receive(receive))
+    watcher.add_done_callback(on_message)
+    return watcher
+
+
+async def _receive(receive: Callable[[], Awaitable[Message]]) -> Message:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return message
+
+
+def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    kept = [(name, value) for name, value in headers if name not in _NOT_RETURNED]
+    for name, value in headers:
+        if name == b"connection":
+            return _without_connection_options_pairs(kept, value)
+    return kept
+
+
+def _connection_options(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",")} - {b"close", b"keep-alive", b""}
+
+
+def _without_connection_options(lines: list[bytes], connection: bytes) -> list[bytes]:
+    options = _connection_options(connection)
+    if not options:
+        return lines
+    kept: list[bytes] = []
+    for i in range(0, len(lines), 4):
+        if lines[i] not in options:
+            kept += lines[i:i + 4]
+    return kept
+
+
+def _without_connection_options_pairs(headers: list[tuple[bytes, bytes]], connection: bytes) -> list[tuple[bytes, bytes]]:
+    options = _connection_options(connection)
+    return [(name, value) for name, value in headers if name not in options] if options else headers
+
+
+def _describe(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    return exc.strerror or str(exc) or type(exc).__name__
