@@ -73,14 +73,20 @@ def wait_for_port(port: int, process: Any = None, timeout: float = 15.0) -> None
 class Process:
     """A server in its own process on a loopback port: ``url``, ``kill()`` (SIGKILL), ``restart()``."""
 
-    def __init__(self, args: list[str], port: int) -> None:
+    def __init__(self, args: list[str], port: int, *, cwd: Path | None = None, log: Path | None = None) -> None:
         self.args = args
+        self.cwd = cwd
+        self.log = log  # where its stderr goes (default: the test's captured output)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)  # its stderr: pytest's capture
+        if self.log is None:
+            self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, cwd=self.cwd)
+        else:
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=log, cwd=self.cwd)
         wait_for_port(self.port, self.process)
         return self
 
@@ -123,9 +129,9 @@ def backend(name: str, port: int | None = None) -> Process:
     return Process([sys.executable, str(Path(__file__).with_name("_backend.py")), str(port), name], port)
 
 
-def gateway_process(config_file: Path, *extra: str) -> Process:
-    """``premier serve config_file`` as a real process."""
+def gateway_process(config_file: Path, *extra: str, log: Path | None = None) -> Process:
+    """``premier serve config_file`` as a real process (its log lines in ``log``, if given)."""
     port = free_port()
     args = [sys.executable, "-m", "premier.cli", "serve", str(config_file), "--port", str(port),
-            "--log-level", "warning", "--no-access-log", *extra]
-    return Process(args, port)
+            "--log-level", "info", "--no-access-log", *extra]
+    return Process(args, port, log=log)

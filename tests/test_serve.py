@@ -1,0 +1,140 @@
+"""``premier serve`` as users run it: the README's example commands, config reload (file watch and
+SIGHUP) and several workers, each a real process answering real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _servers import Process, backend, free_port, gateway_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the condition never became true"
+        time.sleep(0.05)
+
+
+def test_the_plugin_example_serves_the_fastapi_app() -> None:
+    port = free_port()
+    args = [sys.executable, "-m", "premier.cli", "serve", "examples/gateway.yaml", "--app", "examples/app.py:app",
+            "--port", str(port), "--log-level", "warning"]
+    with Process(args, port, cwd=ROOT):
+        status, headers, _ = get(port, "/api/users/7")
+        assert status == 200 and headers["x-cache"] == "MISS"
+        status, headers, _ = get(port, "/api/users/7")
+        assert status == 200 and headers["x-cache"] == "HIT" and "ratelimit" in headers
+
+
+def test_the_standalone_example_starts_two_backends_and_the_gateway() -> None:
+    port, first, second = free_port(), free_port(), free_port()
+    args = [sys.executable, "examples/standalone.py", "--port", str(port), "--backend-ports", str(first), str(second)]
+    with Process(args, port, cwd=ROOT) as example:
+        seen = [json.loads(get(port, "/anything")[2])["backend"] for _ in range(3)]
+        assert sorted(seen) == sorted([f"backend-{first}", f"backend-{second}", f"backend-{second}"])
+        assert json.loads(get(port, "/first/hello")[2]) == {"backend": f"backend-{first}", "path": "/hello", "query": ""}
+        assert get(port, "/api/users/7")[1]["x-cache"] == "MISS"
+        assert get(port, "/api/users/7")[1]["x-cache"] == "HIT"
+        process = example.process
+    assert process is not None and process.returncode is not None
+    for backend_port in (first, second):  # the example stopped its backends too
+        eventually(lambda p=backend_port: not _listening(p))  # type: ignore[misc]
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _limited_config(path: Path, origin: str, quota: int | str) -> None:
+    path.write_text(
+        f"premier:\n  servers: [{origin}]\n  paths:\n"
+        f"    - pattern: /*\n      features: {{rate_limit: {{quota: {quota}, duration: 60, key: global}}}}\n"
+    )
+
+
+def _admitted(port: int, tries: int) -> int:
+    return sum(get(port, "/")[0] == 200 for _ in range(tries))
+
+
+def test_reload_config_applies_a_changed_file_and_keeps_serving_on_a_broken_one(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    with backend("r1") as origin:
+        _limited_config(config, origin.url, 2)
+        log = tmp_path / "gateway.log"
+        with gateway_process(config, "--reload-config", log=log) as gateway:
+            assert _admitted(gateway.port, 3) == 2
+            _limited_config(config, origin.url, 0)  # invalid: the running limit stays
+            eventually(lambda: "config reload rejected" in log.read_text())
+            assert "premier.paths[0].features.rate_limit.quota: must be greater than 0" in log.read_text()
+            assert get(gateway.port, "/")[0] == 429
+            _limited_config(config, origin.url, 50)
+            eventually(lambda: get(gateway.port, "/")[0] == 200)
+            assert "config reloaded from" in log.read_text()
+
+
+def test_sighup_reloads_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    with backend("h1") as origin:
+        _limited_config(config, origin.url, 1)
+        with gateway_process(config) as gateway:  # no watching: only the signal reloads
+            assert _admitted(gateway.port, 2) == 1
+            _limited_config(config, origin.url, 50)
+            assert gateway.process is not None
+            gateway.process.send_signal(signal.SIGHUP)
+            eventually(lambda: get(gateway.port, "/")[0] == 200)
+
+
+def test_several_workers_serve_the_same_config(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    with backend("w1") as origin:
+        config.write_text(f"premier:\n  servers: [{origin.url}]\n")
+        with gateway_process(config, "--workers", "2") as gateway:
+            assert all(get(gateway.port, "/")[0] == 200 for _ in range(10))
+            assert gateway.process is not None
+            assert len(_children(gateway.process.pid)) >= 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_serve_refuses_a_standalone_config_without_servers(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("premier:\n  keyspace: x\n")
+    result = subprocess.run([sys.executable, "-m", "premier.cli", "serve", str(config), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=30, env={**os.environ})
+    assert result.returncode == 2
+    assert "premier.servers: standalone mode" in result.stderr
+
