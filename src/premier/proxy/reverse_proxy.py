@@ -45,7 +45,6 @@ _HOP_BY_HOP = frozenset({
 # request headers the proxy rewrites or must not pass on (uvicorn hands them over lower-cased)
 _REWRITTEN = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"expect"}
 _NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}
-_UNSAFE_PATH = (b"//", b"/./", b"/../")
 
 _NO_BODY, _LENGTH, _CHUNKED = 0, 1, 2
 
@@ -197,7 +196,7 @@ class ReverseProxy:
         """The path and query sent to the backend (after the backend's own base path)."""
         raw: bytes | None = scope.get("raw_path")
         path: str = scope["path"]
-        if raw is None or any(part in raw for part in _UNSAFE_PATH) or raw.endswith((b"/.", b"/..")):
+        if raw is None or b"//" in raw or (b"/." in raw and _has_dot_segment(raw)):
             raw = quote(path).encode("ascii")
         prefix = self.strip_prefix
         if prefix is not None:
@@ -324,6 +323,10 @@ def _without_connection_options(lines: list[bytes], connection: bytes) -> list[b
 def _without_connection_options_pairs(headers: list[tuple[bytes, bytes]], connection: bytes) -> list[tuple[bytes, bytes]]:
     options = _connection_options(connection)
     return [(name, value) for name, value in headers if name not in options] if options else headers
+
+
+def _has_dot_segment(raw: bytes) -> bool:
+    return b"/./" in raw or b"/../" in raw or raw.endswith((b"/.", b"/.."))
 
 
 def _describe(exc: OSError) -> str:
