@@ -12,6 +12,12 @@ Routes (anything else echoes the request as JSON):
 - ``/hop``: a response carrying hop-by-hop headers.
 - ``/set-fail/N``: from now on echoes answer status N (0: answer normally again).
 Every response carries the backend's ``Date`` and ``Server`` (uvicorn's); echoes count the requests served.
+
+WebSockets: ``/ws`` echoes every message (text as text, binary as binary) and accepts the first
+subprotocol offered; ``/ws/close?code=C&reason=R`` closes with that code after the first message;
+``/ws/flood?count=N&size=S`` sends N binary messages of S bytes; ``/ws/die`` ends the process after the first
+message (no close frame); ``/ws/refuse`` refuses the handshake (403). ``/ws-last-close`` (HTTP) tells the
+close code and reason of the last connection the client closed.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+import os
 import sys
 from urllib.parse import parse_qs
 
@@ -27,7 +34,37 @@ import uvicorn
 
 NAME = sys.argv[2] if len(sys.argv) > 2 else "backend"
 PATTERN = bytes(range(256)) * 256  # 64 KiB
-state = {"health": 200, "fail": 0, "served": 0}
+state = {"health": 200, "fail": 0, "served": 0, "last_close": None}
+
+
+async def websocket(scope, receive, send) -> None:
+    path = scope["path"]
+    query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    await receive()  # websocket.connect
+    if path == "/ws/refuse":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    offered = scope.get("subprotocols") or []
+    await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+    if path == "/ws/flood":
+        for _ in range(int(query["count"])):
+            await send({"type": "websocket.send", "bytes": bytes(int(query["size"]))})
+        await send({"type": "websocket.close", "code": 1000, "reason": "flood done"})
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            state["last_close"] = [message.get("code"), message.get("reason", "")]
+            return
+        if path == "/ws/die":
+            os._exit(0)
+        if path == "/ws/close":
+            await send({"type": "websocket.close", "code": int(query["code"]), "reason": query.get("reason", "")})
+            return
+        if message.get("bytes") is not None:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+        else:
+            await send({"type": "websocket.send", "text": message["text"]})
 
 
 async def _respond(send, status: int, body: bytes, headers: list | None = None) -> None:
@@ -41,6 +78,9 @@ async def app(scope, receive, send) -> None:
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] == "websocket":
+        await websocket(scope, receive, send)
         return
     path = scope["path"]
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
@@ -78,6 +118,8 @@ async def app(scope, receive, send) -> None:
     elif path.startswith("/set-health/"):
         state["health"] = int(path.rsplit("/", 1)[1])
         await _respond(send, 200, b"{}")
+    elif path == "/ws-last-close":
+        await _respond(send, 200, json.dumps(state["last_close"]).encode())
     elif path.startswith("/set-fail/"):
         state["fail"] = int(path.rsplit("/", 1)[1])
         await _respond(send, 200, b"{}")
@@ -103,4 +145,5 @@ async def app(scope, receive, send) -> None:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
+                ws="websockets-sansio", ws_max_size=64 * 1024 * 1024)

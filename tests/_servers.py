@@ -18,13 +18,15 @@ import uvicorn
 
 
 @contextlib.contextmanager
-def serve(app: Any, *, lifespan: str = "auto") -> Iterator[str]:
-    """Runs ``app`` under uvicorn (httptools) on 127.0.0.1 and yields its base URL; stops it after."""
+def serve(app: Any, *, lifespan: str = "auto", ws: str = "none") -> Iterator[str]:
+    """Runs ``app`` under uvicorn (httptools; WebSockets with ``ws="websockets-sansio"``) on 127.0.0.1 and
+    yields its base URL; stops it after."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", ws="none", http="httptools", lifespan=lifespan, proxy_headers=False)
+    config = uvicorn.Config(app, log_level="warning", ws=ws, http="httptools", lifespan=lifespan, proxy_headers=False,
+                            ws_max_size=64 * 1024 * 1024)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -29,6 +29,9 @@ def _describe(name: str, feature: Any) -> str:
         return f"retry({feature.max_attempts} attempts)"
     if name == "circuit_breaker":
         return f"circuit_breaker({feature.failure_threshold} failures, {_seconds(feature.recovery_timeout)})"
+    if name == "websocket":
+        rate = feature.message_rate
+        return f"websocket({f'{rate.quota} msgs/{_seconds(rate.duration)}' if rate else 'no message limit'})"
     return f"monitoring(log over {_seconds(feature.log_threshold)})"
 
 

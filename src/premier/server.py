@@ -99,7 +99,7 @@ def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     log_config["loggers"]["premier"] = {"handlers": ["default"], "level": args.log_level.upper(), "propagate": False}
     options: dict[str, Any] = {
         "host": args.host, "port": args.port, "log_level": args.log_level, "log_config": log_config,
-        "access_log": args.access_log, "lifespan": "on",
+        "access_log": args.access_log, "lifespan": "on", "ws": "websockets-sansio",
         # X-Forwarded-For is believed only from the config's trusted_proxies, not from uvicorn's defaults
         "proxy_headers": False,
     }

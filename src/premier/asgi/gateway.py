@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from premier.asgi.client import ClientIdentity
@@ -17,6 +17,9 @@ from premier.config.schema import FeaturesConfig, GatewayConfig, PathConfig, Ser
 from premier.errors import ConfigError, ConfigIssue
 from premier.observability.events import Events
 
+if TYPE_CHECKING:
+    from premier.proxy import UpstreamPool
+
 __all__ = ["ASGIGateway", "PremierMiddleware"]
 
 _UNMATCHED = "(unmatched)"
@@ -25,11 +28,11 @@ _UNMATCHED = "(unmatched)"
 class _Compiled:
     """Everything derived from one configuration; replaced whole, in one assignment, on reload."""
 
-    __slots__ = ("config", "fallback", "passthrough", "pools", "router", "routes")
+    __slots__ = ("config", "fallback", "passthrough", "pools", "router", "routes", "websockets")
 
     def __init__(
         self, config: GatewayConfig, router: Router[Route], routes: dict[str, Route], passthrough: Route,
-        fallback: ASGIApp, pools: dict[Any, Any],
+        fallback: ASGIApp, pools: dict[Any, UpstreamPool], websockets: dict[str, ASGIApp],
     ) -> None:
         self.config = config
         self.router = router
@@ -37,11 +40,19 @@ class _Compiled:
         self.passthrough = passthrough
         self.fallback = fallback  # serves requests that match no policy
         self.pools = pools  # standalone mode: (servers, upstream settings) -> UpstreamPool
+        self.websockets = websockets  # route pattern -> its WebSocket policy
 
 
 async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
     """Standalone mode without top-level ``servers``: a path no ``paths`` entry serves."""
     await send_error(send, 404, error_body(404, f"no route for {scope['path']}"))
+
+
+async def _no_route_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    from premier.proxy.websocket import refuse
+
+    if (await receive())["type"] == "websocket.connect":
+        await refuse(scope, send, 404, f"no route for {scope['path']}")
 
 
 class ASGIGateway:
@@ -132,23 +143,55 @@ class ASGIGateway:
         identity = ClientIdentity(config.trusted_proxies)
         old_routes = previous.routes if previous else {}
         old_pools = previous.pools if previous else {}
-        pools: dict[Any, Any] = {}
+        pools: dict[Any, UpstreamPool] = {}
+        websockets: dict[str, ASGIApp] = {}
+
+        def pool_for(path: PathConfig | None) -> UpstreamPool | None:
+            from premier.proxy import UpstreamPool
+
+            servers = path.servers if path is not None and path.servers else config.servers
+            if not servers:
+                return None
+            key = (servers, config.upstream)
+            pool = pools.get(key) or old_pools.get(key) or UpstreamPool(servers, config.upstream, clock=self.clock)
+            pools[key] = pool
+            return pool
 
         def downstream(path: PathConfig | None) -> ASGIApp:
             if self.app is not None:
                 return self.app
-            from premier.proxy import ReverseProxy, UpstreamPool
+            from premier.proxy import ReverseProxy
 
-            servers = path.servers if path is not None and path.servers else config.servers
-            if not servers:
+            pool = pool_for(path)
+            if pool is None:
                 return _no_route
-            key = (servers, config.upstream)
-            pool = pools.get(key) or old_pools.get(key) or UpstreamPool(servers, config.upstream, clock=self.clock)
-            pools[key] = pool
             return ReverseProxy(
                 pool, identity=identity, preserve_host=config.upstream.preserve_host,
                 strip_prefix=path.strip_prefix if path is not None else None,
             )
+
+        def websocket(pattern: str, features: FeaturesConfig, path: PathConfig | None) -> ASGIApp:
+            from premier.asgi.websocket import WebSocketPolicy
+            from premier.features.ratelimit import RateLimiter
+            from premier.proxy.websocket import WebSocketRelay
+
+            app: ASGIApp
+            if self.app is not None:
+                app = self.app
+            elif (pool := pool_for(path)) is None:
+                app = _no_route_websocket
+            else:
+                app = WebSocketRelay(
+                    pool, identity=identity, preserve_host=config.upstream.preserve_host,
+                    strip_prefix=path.strip_prefix if path is not None else None,
+                    max_message_bytes=features.websocket.max_message_bytes if features.websocket else 1024 * 1024,
+                )
+            limit = features.rate_limit
+            # the route's own counters: a handshake is one of the route's requests
+            limiter = RateLimiter(limit, provider=self.provider, keyspace=config.keyspace, name=pattern) if limit else None
+            key_of = identity.key_function(limit.key if limit else "client")
+            return WebSocketPolicy(app, pattern, features, limiter=limiter, key_of=key_of, events=self.events,
+                                   clock=self.clock)
 
         def build(pattern: str, features: FeaturesConfig, path: PathConfig | None) -> Route:
             return compile_route(
@@ -162,18 +205,22 @@ class ASGIGateway:
         for path in config.paths:
             route = routes.get(path.pattern) or build(path.pattern, config.features_for(path), path)
             routes[path.pattern] = route
+            websockets.setdefault(path.pattern, websocket(path.pattern, config.features_for(path), path))
             ordered.append((path.pattern, route))
         defaults = config.features_for(None)
         default_route = build(_UNMATCHED, defaults, None) if defaults.enabled() else None
         passthrough = default_route or build(_UNMATCHED, FeaturesConfig(), None)
         if default_route is not None:
             routes[_UNMATCHED] = default_route
+        websockets[_UNMATCHED] = websocket(_UNMATCHED, defaults, None)
         fallback = downstream(None)
-        return _Compiled(config, Router(ordered, default_route), routes, passthrough, fallback, pools)
+        return _Compiled(config, Router(ordered, default_route), routes, passthrough, fallback, pools, websockets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if self.app is None:
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            elif self.app is None:
                 await self._standalone_other(scope, receive, send)
             else:
                 await self.app(scope, receive, self._closing_on_shutdown(send) if scope["type"] == "lifespan" else send)
@@ -197,6 +244,17 @@ class ASGIGateway:
         await route.entry(Exchange(scope, receive, send, path, route.pattern, params))
 
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        compiled = self._compiled
+        raw_path = scope["path"]
+        route, path, _ = compiled.router.match(raw_path)
+        if path != raw_path:
+            scope = (
+                {**scope, "path": path, "raw_path": quote(path).encode("ascii")} if self.app is not None
+                else {**scope, "path": path}
+            )
+        await compiled.websockets[route.pattern if route is not None else _UNMATCHED](scope, receive, send)
+
     async def _standalone_other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Standalone mode's lifespan (start health checks; close connections and storage at the end)."""
         if scope["type"] == "lifespan":
@@ -214,8 +272,6 @@ class ASGIGateway:
                         await self.provider.close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1003, "reason": "WebSocket proxying is not supported yet"})
 
     def _closing_on_shutdown(self, send: Send) -> Send:
         """The lifespan's send: once the app has shut down, close the provider the gateway made."""

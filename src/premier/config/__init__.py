@@ -7,6 +7,7 @@ from premier.config.schema import (
     FeaturesConfig,
     GatewayConfig,
     HealthCheckConfig,
+    MessageRateConfig,
     MonitoringConfig,
     PassiveHealthConfig,
     PathConfig,
@@ -16,6 +17,7 @@ from premier.config.schema import (
     StorageConfig,
     TimeoutConfig,
     UpstreamConfig,
+    WebSocketConfig,
 )
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "FeaturesConfig",
     "GatewayConfig",
     "HealthCheckConfig",
+    "MessageRateConfig",
     "MonitoringConfig",
     "PassiveHealthConfig",
     "PathConfig",
@@ -34,4 +37,5 @@ __all__ = [
     "StorageConfig",
     "TimeoutConfig",
     "UpstreamConfig",
+    "WebSocketConfig",
 ]

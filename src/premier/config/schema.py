@@ -23,6 +23,7 @@ __all__ = [
     "FeaturesConfig",
     "GatewayConfig",
     "HealthCheckConfig",
+    "MessageRateConfig",
     "MonitoringConfig",
     "PassiveHealthConfig",
     "PathConfig",
@@ -32,6 +33,7 @@ __all__ = [
     "StorageConfig",
     "TimeoutConfig",
     "UpstreamConfig",
+    "WebSocketConfig",
 ]
 
 Algorithm = Literal["fixed_window", "sliding_window", "token_bucket", "leaky_bucket"]
@@ -263,7 +265,28 @@ class MonitoringConfig:
     log_threshold: float = _field(0.1, _non_negative)
 
 
-FEATURE_NAMES: tuple[str, ...] = ("cache", "rate_limit", "timeout", "retry", "circuit_breaker", "monitoring")
+@dataclass(frozen=True, slots=True)
+class MessageRateConfig:
+    quota: int = _field(MISSING, _positive)
+    duration: float = _field(MISSING, _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """WebSocket connections of a path (connection attempts count against its ``rate_limit``)."""
+
+    message_rate: MessageRateConfig | None = None
+    """At most ``quota`` messages from the client per ``duration`` seconds, per connection; beyond it the
+    connection is closed with code 1008."""
+    idle_timeout: float | None = _field(None, _positive)
+    """Seconds without a message either way after which the connection is closed (code 1001)."""
+    max_message_bytes: int = _field(1024 * 1024, _positive)
+    """Larger messages close the connection with code 1009."""
+
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "cache", "rate_limit", "timeout", "retry", "circuit_breaker", "monitoring", "websocket",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +299,7 @@ class FeaturesConfig:
     retry: RetryConfig | None = None
     circuit_breaker: CircuitBreakerConfig | None = None
     monitoring: MonitoringConfig | None = None
+    websocket: WebSocketConfig | None = None
     disabled: frozenset[str] = frozenset()
 
     def merged_over(self, defaults: FeaturesConfig | None) -> FeaturesConfig:

@@ -33,7 +33,7 @@ from premier.asgi.exchange import Message, Receive, Scope, Send, error_body, sen
 from premier.proxy.http1 import UpstreamClosed, UpstreamConnection, UpstreamTimeout
 from premier.proxy.pool import Backend, UpstreamPool
 
-__all__ = ["ReverseProxy"]
+__all__ = ["ReverseProxy", "forwarded_headers", "upstream_target"]
 
 logger = logging.getLogger("premier")
 
@@ -80,7 +80,7 @@ class ReverseProxy:
         if scope["type"] != "http":
             raise RuntimeError(f"the reverse proxy serves http scopes, not {scope['type']!r}")
         method: str = scope["method"]
-        target = self._target(scope)
+        target = upstream_target(scope, self.strip_prefix)
         head, host, body = self._head(scope)
         replayable = body == _NO_BODY and method in _IDEMPOTENT
         request_line = method.encode("latin-1") + b" "
@@ -192,22 +192,6 @@ class ReverseProxy:
                 watcher.cancel()
         pool.release(backend, connection)
 
-    def _target(self, scope: Scope) -> bytes:
-        """The path and query sent to the backend (after the backend's own base path)."""
-        raw: bytes | None = scope.get("raw_path")
-        path: str = scope["path"]
-        if raw is None or b"//" in raw or (b"/." in raw and _has_dot_segment(raw)):
-            raw = quote(path).encode("ascii")
-        prefix = self.strip_prefix
-        if prefix is not None:
-            encoded = prefix.encode("latin-1")
-            if raw.startswith(encoded) and raw[len(encoded):len(encoded) + 1] in (b"", b"/"):
-                raw = raw[len(encoded):] or b"/"
-            elif path.startswith(prefix) and path[len(prefix):len(prefix) + 1] in ("", "/"):
-                raw = quote(path[len(prefix):] or "/").encode("ascii")
-        query: bytes = scope.get("query_string", b"")
-        return raw + b"?" + query if query else raw
-
     def _head(self, scope: Scope) -> tuple[bytes, bytes | None, int]:
         """The request's header lines after ``Host``, the ``Host`` to send (``None``: the backend's),
         and how its body is framed."""
@@ -234,18 +218,8 @@ class ReverseProxy:
             lines += (name, b": ", value, b"\r\n")
         if connection is not None:
             lines = _without_connection_options(lines, connection)
-        client = scope.get("client")
-        peer = client[0] if client else ""
-        if not self.identity.trusts(peer):
-            forwarded_for = forwarded_proto = forwarded_host = None
-        peer_bytes = peer.encode("latin-1")
-        lines += (
-            b"x-forwarded-for: ", forwarded_for + b", " + peer_bytes if forwarded_for else peer_bytes,
-            b"\r\nx-forwarded-proto: ", forwarded_proto or scope.get("scheme", "http").encode("latin-1"),
-            b"\r\n",
-        )
-        if forwarded_host or host:
-            lines += (b"x-forwarded-host: ", forwarded_host or host or b"", b"\r\n")
+        for name, value in forwarded_headers(scope, self.identity, forwarded_for, forwarded_proto, forwarded_host, host):
+            lines += (name, b": ", value, b"\r\n")
         if body == _CHUNKED:
             lines.append(b"transfer-encoding: chunked\r\n")
         lines.append(b"\r\n")
@@ -323,6 +297,43 @@ def _without_connection_options(lines: list[bytes], connection: bytes) -> list[b
 def _without_connection_options_pairs(headers: list[tuple[bytes, bytes]], connection: bytes) -> list[tuple[bytes, bytes]]:
     options = _connection_options(connection)
     return [(name, value) for name, value in headers if name not in options] if options else headers
+
+
+def forwarded_headers(
+    scope: Scope, identity: ClientIdentity, forwarded_for: bytes | None, forwarded_proto: bytes | None,
+    forwarded_host: bytes | None, host: bytes | None,
+) -> list[tuple[bytes, bytes]]:
+    """``X-Forwarded-For/-Proto/-Host`` for the backend, given the incoming ones (believed only from a
+    trusted proxy) and the request's ``Host``."""
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    if not identity.trusts(peer):
+        forwarded_for = forwarded_proto = forwarded_host = None
+    peer_bytes = peer.encode("latin-1")
+    headers = [
+        (b"x-forwarded-for", forwarded_for + b", " + peer_bytes if forwarded_for else peer_bytes),
+        (b"x-forwarded-proto", forwarded_proto or scope.get("scheme", "http").encode("latin-1")),
+    ]
+    if forwarded_host or host:
+        headers.append((b"x-forwarded-host", forwarded_host or host or b""))
+    return headers
+
+
+def upstream_target(scope: Scope, strip_prefix: str | None) -> bytes:
+    """The path and query a backend receives (after its own base path): the client's bytes, less
+    ``strip_prefix``, unless the path could resolve elsewhere (then the normalised one)."""
+    raw: bytes | None = scope.get("raw_path")
+    path: str = scope["path"]
+    if raw is None or b"//" in raw or (b"/." in raw and _has_dot_segment(raw)):
+        raw = quote(path).encode("ascii")
+    if strip_prefix is not None:
+        encoded = strip_prefix.encode("latin-1")
+        if raw.startswith(encoded) and raw[len(encoded):len(encoded) + 1] in (b"", b"/"):
+            raw = raw[len(encoded):] or b"/"
+        elif path.startswith(strip_prefix) and path[len(strip_prefix):len(strip_prefix) + 1] in ("", "/"):
+            raw = quote(path[len(strip_prefix):] or "/").encode("ascii")
+    query: bytes = scope.get("query_string", b"")
+    return raw + b"?" + query if query else raw
 
 
 def _has_dot_segment(raw: bytes) -> bool:
