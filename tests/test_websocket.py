@@ -316,3 +316,34 @@ async def test_a_slow_client_does_not_make_the_gateway_buffer(tmp_path: Path) ->
             assert closed.value.rcvd is not None and closed.value.rcvd.reason == "flood done"
             assert stalled - before < 48 * 1024
             assert gateway.peak_rss_kib() - before < 48 * 1024
+
+
+async def test_without_the_http_response_extension_a_refused_attempt_is_closed_before_accept() -> None:
+    """Servers without ``websocket.http.response`` answer a close before accepting with 403."""
+    gateway = ASGIGateway(config({"rate_limit": {"quota": 1, "duration": 60}}), app=echo_app)
+    scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "query_string": b"", "headers": [],
+             "client": ("10.0.0.1", 5000), "subprotocols": []}
+    outcomes = []
+    for _ in range(2):
+        inbox = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+        sent: list[Any] = []
+
+        async def receive(inbox: list[Any] = inbox) -> Any:
+            return inbox.pop(0)
+
+        async def send(message: Any, sent: list[Any] = sent) -> None:
+            sent.append(message)
+
+        await gateway(scope, receive, send)
+        outcomes.append(sent)
+    assert outcomes[0] == [{"type": "websocket.accept"}]
+    assert outcomes[1] == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_pings_are_answered_through_the_relay(origins: tuple[Process, Process]) -> None:
+    with gateway(standalone([origins[0].url])) as (url, _):
+        async with connect(url + "/ws", ping_interval=None) as ws:
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, 5)
+            await ws.send("still open")
+            assert await ws.recv() == "still open"
