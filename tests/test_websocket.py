@@ -148,10 +148,11 @@ async def test_monitoring_records_duration_messages_and_bytes(caplog: pytest.Log
                 await ws.send(message)
                 await ws.recv()
         for _ in range(100):
-            if seen:
+            if len(seen) == 2:
                 break
             await asyncio.sleep(0.02)
-    (event,) = seen
+    opened, event = seen  # the same connection: once when accepted, once when closed
+    assert opened is event and event.state == "closed"
     assert (event.messages_in, event.bytes_in, event.messages_out, event.bytes_out) == (2, 8, 2, 8)
     assert event.accepted and event.close_code == 1000 and event.duration > 0
     assert any("websocket /ws closed" in r.getMessage() for r in caplog.records)

@@ -69,7 +69,7 @@ def build(file: str, app: str | None = None, *, reload_config: bool = False, con
     from premier.config.watch import ConfigWatcher
 
     config = config if config is not None else GatewayConfig.from_file(file)
-    gateway = ASGIGateway(config, app=load_app(app)) if app else ASGIGateway(config)
+    gateway = ASGIGateway(config, app=load_app(app), config_file=file) if app else ASGIGateway(config, config_file=file)
     return _Served(gateway, ConfigWatcher(gateway, file, poll=reload_config))
 
 

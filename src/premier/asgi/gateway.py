@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from premier.errors import ConfigError, ConfigIssue
 from premier.observability.events import Events
 
 if TYPE_CHECKING:
+    from premier.dashboard import DashboardApp
+    from premier.observability.stats import StatsCollector
     from premier.proxy import UpstreamPool
 
 __all__ = ["ASGIGateway", "PremierMiddleware"]
@@ -28,11 +31,12 @@ _UNMATCHED = "(unmatched)"
 class _Compiled:
     """Everything derived from one configuration; replaced whole, in one assignment, on reload."""
 
-    __slots__ = ("config", "fallback", "passthrough", "pools", "router", "routes", "websockets")
+    __slots__ = ("config", "dashboard", "fallback", "passthrough", "pools", "router", "routes", "websockets")
 
     def __init__(
         self, config: GatewayConfig, router: Router[Route], routes: dict[str, Route], passthrough: Route,
         fallback: ASGIApp, pools: dict[Any, UpstreamPool], websockets: dict[str, ASGIApp],
+        dashboard: DashboardApp | None,
     ) -> None:
         self.config = config
         self.router = router
@@ -41,6 +45,7 @@ class _Compiled:
         self.fallback = fallback  # serves requests that match no policy
         self.pools = pools  # standalone mode: (servers, upstream settings) -> UpstreamPool
         self.websockets = websockets  # route pattern -> its WebSocket policy
+        self.dashboard = dashboard  # served ahead of every policy, when configured
 
 
 async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,6 +85,7 @@ class ASGIGateway:
         cache_provider: Any = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        config_file: str | os.PathLike[str] | None = None,
     ) -> None:
         from premier.providers import AsyncInMemoryCache
 
@@ -114,6 +120,8 @@ class ASGIGateway:
         self._cache_index: dict[str, set[str] | None] = {}  # path -> cache keys, shared by all configurations
         self._running = False  # between lifespan startup and shutdown (standalone mode)
         self._closing: set[asyncio.Task[None]] = set()
+        self.config_file = config_file
+        self._dashboard: DashboardApp | None = None  # made with the first configuration that has one
         self._compiled = self._compile(config, None)
 
     @property
@@ -123,6 +131,16 @@ class ASGIGateway:
     @property
     def routes(self) -> dict[str, Route]:
         return self._compiled.routes
+
+    @property
+    def pools(self) -> list[UpstreamPool]:
+        """Standalone mode: the upstream pools of the running configuration."""
+        return list(self._compiled.pools.values())
+
+    @property
+    def stats(self) -> StatsCollector | None:
+        """The statistics the dashboard shows (``None`` until a configuration enables the dashboard)."""
+        return self._dashboard.stats if self._dashboard is not None else None
 
     def reload(self, config: GatewayConfig) -> None:
         """Switch to ``config``: compiled completely first, then swapped in with one assignment.
@@ -214,7 +232,14 @@ class ASGIGateway:
             routes[_UNMATCHED] = default_route
         websockets[_UNMATCHED] = websocket(_UNMATCHED, defaults, None)
         fallback = downstream(None)
-        return _Compiled(config, Router(ordered, default_route), routes, passthrough, fallback, pools, websockets)
+        if config.dashboard is not None and self._dashboard is None:
+            from premier.dashboard import DashboardApp
+
+            self._dashboard = DashboardApp(self, config.dashboard, source=self.config_file)
+        dashboard = self._dashboard if config.dashboard is not None else None
+        if dashboard is not None and config.dashboard is not None:
+            dashboard.stats.slow_threshold = config.dashboard.slow_threshold
+        return _Compiled(config, Router(ordered, default_route), routes, passthrough, fallback, pools, websockets, dashboard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -227,6 +252,9 @@ class ASGIGateway:
             return
         compiled = self._compiled
         raw_path = scope["path"]
+        if compiled.dashboard is not None and compiled.dashboard.serves(raw_path):
+            await compiled.dashboard(scope, receive, send)
+            return
         route, path, params = compiled.router.match(raw_path)
         if path is not raw_path and path != raw_path:
             # The app sees the path the policy was chosen for, so they can never disagree. (The memo

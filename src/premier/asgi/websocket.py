@@ -34,16 +34,18 @@ POLICY_VIOLATION, MESSAGE_TOO_BIG, GOING_AWAY = 1008, 1009, 1001
 
 
 class WebSocketEvent:
-    """One WebSocket connection that ended (or was refused: ``accepted`` false)."""
+    """A WebSocket connection, emitted when it is accepted (``state`` "open") and again when it ends
+    (``state`` "closed"; ``accepted`` false for a refused attempt)."""
 
     __slots__ = ("accepted", "bytes_in", "bytes_out", "client", "close_code", "duration", "messages_in",
-                 "messages_out", "path", "rate_limited", "route")
+                 "messages_out", "path", "rate_limited", "route", "state")
 
     def __init__(self, route: str, path: str, client: str) -> None:
         self.route = route
         self.path = path
         self.client = client
         self.accepted = False
+        self.state = "open"
         self.rate_limited = False
         self.duration = 0.0
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
@@ -114,6 +116,7 @@ class WebSocketPolicy:
 
     def _finish(self, event: WebSocketEvent, started: float) -> None:
         event.duration = time.perf_counter() - started
+        event.state = "closed"
         if self.monitoring and event.accepted:
             logger.info(
                 "websocket %s closed (%s) after %.3fs: in %d messages / %d bytes, out %d messages / %d bytes",
@@ -187,6 +190,8 @@ class _Connection:
         elif kind == "websocket.accept":
             self.event.accepted = True
             self._touch()
+            if self.policy.events.active:
+                self.policy.events.emit(self.event)
         elif kind == "websocket.close":
             self.closing = True
             self.event.close_code = message.get("code", 1000)

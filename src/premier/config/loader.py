@@ -61,6 +61,32 @@ def load_yaml(text: str, *, source: str | None = None) -> GatewayConfig:
     return load_dict(data, source=source)
 
 
+def issue_line(text: str, path: str) -> int | None:
+    """The 1-based line of ``path`` (``premier.paths[0].features.rate_limit.quota``) in the YAML
+    ``text``: the deepest part of the path found, or ``None``."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if isinstance(node, yaml.MappingNode):
+            found = next((value for key, value in node.value if getattr(key, "value", None) == part), None)
+            key = next((key for key, _ in node.value if getattr(key, "value", None) == part), None)
+            if found is None or key is None:
+                break
+            line, node = key.start_mark.line + 1, found
+        elif isinstance(node, yaml.SequenceNode) and part.startswith("["):
+            index = int(part[1:-1])
+            if index >= len(node.value):
+                break
+            node = node.value[index]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
 def load_dict(data: Any, *, source: str | None = None) -> GatewayConfig:
     issues: list[ConfigIssue] = []
     if not isinstance(data, Mapping):
@@ -88,6 +114,13 @@ def load_dict(data: Any, *, source: str | None = None) -> GatewayConfig:
                 ))
             elif isinstance(pattern, str):
                 seen[pattern] = i
+    dashboard = getattr(config, "dashboard", None)
+    if dashboard is not None and dashboard.token is None and not dashboard.open_on_loopback:
+        issues.append(ConfigIssue(
+            "premier.dashboard.token",
+            "required (e.g. \"${PREMIER_DASHBOARD_TOKEN}\"), unless open_on_loopback is true and the gateway "
+            "listens on loopback only",
+        ))
     if issues:
         raise ConfigError(issues, source=source)
     return typing.cast(GatewayConfig, config)

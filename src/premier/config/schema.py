@@ -20,6 +20,7 @@ __all__ = [
     "FEATURE_NAMES",
     "CacheConfig",
     "CircuitBreakerConfig",
+    "DashboardConfig",
     "FeaturesConfig",
     "GatewayConfig",
     "HealthCheckConfig",
@@ -402,6 +403,24 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    """The dashboard (live statistics, configuration editing) and the Prometheus ``/metrics`` endpoint."""
+
+    path: str = _field("/premier/dashboard", _path_prefix)
+    """Where the dashboard's page and API are served."""
+    metrics_path: str | None = _field("/metrics", _path_prefix)
+    """Where Prometheus metrics are served (``null``: nowhere)."""
+    token: str | None = _field(None, _non_empty)
+    """The bearer token the dashboard, its API and the metrics require (e.g. ``${PREMIER_DASHBOARD_TOKEN}``)."""
+    open_on_loopback: bool = False
+    """Requests to a loopback-bound gateway from a loopback client need no token."""
+    save_config: bool = False
+    """Edits applied from the dashboard may be written back to the configuration file (a backup is kept)."""
+    slow_threshold: float = _field(0.5, _non_negative)
+    """Requests at least this slow (seconds) are listed among the recent slow requests."""
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole, validated configuration. Immutable: reloading builds a new one.
 
@@ -418,6 +437,7 @@ class GatewayConfig:
     trusted_proxies: tuple[str, ...] = _field((), _ip_networks)
     """Addresses or networks whose ``X-Forwarded-For`` is believed when finding the client address."""
     storage: StorageConfig | None = None
+    dashboard: DashboardConfig | None = None
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> GatewayConfig:

@@ -1,0 +1,341 @@
+"""The dashboard: an ASGI app the gateway serves under ``dashboard.path`` (and ``/metrics``), ahead of
+every policy.
+
+- ``GET {path}``: the page; ``{path}/static/<file>``: its assets, all from the package (works offline).
+- ``{path}/api/...``: ``session``, ``login``, ``stats``, ``stream`` (Server-Sent Events, about once a
+  second), ``config`` (GET the running YAML; POST to validate-then-apply through hot reload, optionally
+  saving it to the file with a backup) and ``config/validate``.
+- ``GET {metrics_path}``: the Prometheus exposition.
+
+Security: everything but the page and its assets needs the token — as ``Authorization: Bearer`` or
+through ``api/login``, which sets an HttpOnly, SameSite=Strict session cookie; a POST authenticated by
+that cookie must also carry the session's CSRF token in ``X-CSRF-Token``. Only with ``open_on_loopback``,
+and only for a loopback client talking to a loopback address, is no token needed. The token is compared
+in constant time, never logged and never shown (the configuration view leaves it out). Failed logins are
+limited per client address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from premier.asgi.exchange import Receive, Scope, Send, error_body, send_error
+from premier.config.dump import to_yaml
+from premier.config.loader import issue_line, load_dict
+from premier.config.schema import DashboardConfig, GatewayConfig
+from premier.errors import ConfigError
+from premier.observability.prometheus import CONTENT_TYPE, exposition
+from premier.observability.stats import StatsCollector
+
+__all__ = ["DashboardApp"]
+
+logger = logging.getLogger("premier")
+
+MAX_BODY = 1024 * 1024
+SESSION_SECONDS = 12 * 3600
+MAX_SESSIONS = 1000
+LOGIN_FAILURES_PER_MINUTE = 10
+_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+_SECURITY_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+]
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+class _Session:
+    __slots__ = ("csrf", "expires")
+
+    def __init__(self, csrf: str, expires: float) -> None:
+        self.csrf = csrf
+        self.expires = expires
+
+
+class DashboardApp:
+    """One per gateway (sessions and statistics survive reloads); it reads the running configuration's
+    ``dashboard`` section on every request. ``source``: the configuration file, if there is one."""
+
+    stream_interval = 1.0
+
+    def __init__(
+        self, gateway: Any, settings: DashboardConfig, *, source: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.gateway = gateway
+        self.source = Path(source) if source is not None else None
+        self.stats = StatsCollector(slow_threshold=settings.slow_threshold)
+        gateway.events.subscribe(self.stats)
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def _settings(self) -> DashboardConfig:
+        return self.gateway.config.dashboard or DashboardConfig()  # (not served then: nothing is authorized)
+
+    def serves(self, path: str) -> bool:
+        settings = self._settings()
+        return path == settings.path or path.startswith(settings.path + "/") or path == settings.metrics_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self._settings()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == settings.metrics_path:
+            if not self._authorized(scope, settings, csrf_checked=False):
+                return await _error(send, 401, "a bearer token is required")
+            body = exposition(self.stats, self.gateway).encode()
+            return await _respond(send, 200, body, CONTENT_TYPE)
+        local = path[len(settings.path):] or "/"
+        if local == "/" and method in ("GET", "HEAD"):
+            return await self._static(send, "index.html")
+        if local.startswith("/static/") and method in ("GET", "HEAD"):
+            return await self._static(send, local[len("/static/"):])
+        if not local.startswith("/api/"):
+            return await _error(send, 404, "not found")
+        endpoint = local[len("/api/"):]
+        if endpoint == "login" and method == "POST":
+            return await self._login(scope, receive, send, settings)
+        if endpoint == "session" and method == "GET":
+            authenticated = self._authorized(scope, settings, csrf_checked=False)
+            return await _json(send, 200, {"authenticated": authenticated, "token_required": not self._open(scope, settings)})
+        if not self._authorized(scope, settings, csrf_checked=method == "POST"):
+            if method == "POST" and self._session(scope) is not None:
+                return await _error(send, 403, "missing or wrong X-CSRF-Token")
+            return await _error(send, 401, "authentication required (a bearer token or a login)")
+        if endpoint == "stats" and method == "GET":
+            return await _json(send, 200, self.stats.snapshot(self.gateway))
+        if endpoint == "stream" and method == "GET":
+            return await self._stream(receive, send)
+        if endpoint == "config" and method == "GET":
+            return await _json(send, 200, {"yaml": self._config_text(), "source": str(self.source) if self.source else None,
+                                           "can_save": self._can_save(settings)})
+        if endpoint in ("config", "config/validate") and method == "POST":
+            request = await _read_json(receive, send)
+            if request is None:
+                return None
+            text = request.get("yaml")
+            if not isinstance(text, str):
+                return await _error(send, 400, "the body must be JSON with a 'yaml' string")
+            config, errors = self._validate(text)
+            if endpoint == "config/validate":
+                return await _json(send, 200, {"ok": not errors, "errors": errors} if errors else {"ok": True})
+            if config is None:
+                return await _json(send, 400, {"ok": False, "errors": errors})
+            save = bool(request.get("save"))
+            if save and not self._can_save(settings):
+                return await _error(send, 403, "saving is not enabled (dashboard.save_config and a configuration file)")
+            self.gateway.reload(config)
+            logger.info("configuration applied from the dashboard (%d path policies)", len(config.paths))
+            if save:
+                self._save(text)
+            return await _json(send, 200, {"ok": True, "saved": save})
+        return await _error(send, 404 if method == "GET" else 405, "no such endpoint")
+
+    # authentication ----------------------------------------------------------------------------------
+
+    def _open(self, scope: Scope, settings: DashboardConfig) -> bool:
+        if not settings.open_on_loopback:
+            return False
+        server, client = scope.get("server"), scope.get("client")
+        return bool(server and client and str(server[0]).startswith(_LOOPBACK) and str(client[0]).startswith(_LOOPBACK))
+
+    def _authorized(self, scope: Scope, settings: DashboardConfig, *, csrf_checked: bool) -> bool:
+        if self._open(scope, settings):
+            return True
+        token = settings.token
+        authorization = _header(scope, b"authorization")
+        if token and authorization and authorization[:7].lower() == "bearer ":
+            return hmac.compare_digest(authorization[7:].strip().encode(), token.encode())
+        session = self._session(scope)
+        if session is None:
+            return False
+        if csrf_checked:
+            return hmac.compare_digest((_header(scope, b"x-csrf-token") or "").encode(), session.csrf.encode())
+        return True
+
+    def _session(self, scope: Scope) -> _Session | None:
+        sid = _cookies(scope).get("premier_session")
+        session = self._sessions.get(sid) if sid else None
+        if session is None or session.expires < time.time():
+            return None
+        return session
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send, settings: DashboardConfig) -> None:
+        client = scope.get("client")
+        address = client[0] if client else ""
+        now = time.time()
+        failures = [t for t in self._failures.get(address, []) if t > now - 60]
+        if len(failures) >= LOGIN_FAILURES_PER_MINUTE:
+            return await _error(send, 429, "too many failed logins; try again in a minute")
+        request = await _read_json(receive, send)
+        if request is None:
+            return None
+        given = request.get("token")
+        if not (isinstance(given, str) and settings.token and hmac.compare_digest(given.encode(), settings.token.encode())):
+            failures.append(now)
+            self._failures[address] = failures
+            self._failures.move_to_end(address)
+            while len(self._failures) > 10_000:
+                self._failures.popitem(last=False)
+            logger.warning("dashboard: failed login from %s", address or "-")
+            return await _error(send, 401, "wrong token")
+        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        self._sessions[sid] = _Session(csrf, now + SESSION_SECONDS)
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        cookie_path = settings.path.encode()
+        body = json.dumps({"ok": True, "csrf": csrf}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"set-cookie", b"premier_session=%s; Path=%s; HttpOnly; SameSite=Strict; Max-Age=%d"
+             % (sid.encode(), cookie_path, SESSION_SECONDS)),
+            (b"set-cookie", b"premier_csrf=%s; Path=%s; SameSite=Strict; Max-Age=%d"
+             % (csrf.encode(), cookie_path, SESSION_SECONDS)),
+            *_SECURITY_HEADERS,
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+    # content -----------------------------------------------------------------------------------------
+
+    async def _static(self, send: Send, name: str) -> None:
+        if "/" in name or name.startswith(".") or Path(name).suffix not in _STATIC_TYPES:
+            return await _error(send, 404, "not found")
+        resource = resources.files("premier.dashboard") / "static" / name
+        try:
+            body = resource.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return await _error(send, 404, "not found")
+        return await _respond(send, 200, body, _STATIC_TYPES[Path(name).suffix])
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"x-accel-buffering", b"no"), *_SECURITY_HEADERS,
+        ]})
+
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        watcher = asyncio.ensure_future(disconnected())
+        try:
+            while not watcher.done():
+                data = json.dumps(self.stats.snapshot(self.gateway), separators=(",", ":"))
+                await send({"type": "http.response.body", "body": b"data: " + data.encode() + b"\n\n", "more_body": True})
+                await asyncio.wait([watcher], timeout=self.stream_interval)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await send({"type": "http.response.body", "body": b""})
+
+    def _config_text(self) -> str:
+        running: GatewayConfig = self.gateway.config
+        if self.source is not None:
+            try:
+                text = self.source.read_text(encoding="utf-8")
+                if GatewayConfig.from_yaml(text) == running:
+                    return text  # the file as written: comments and ${VAR} references kept
+            except (OSError, ValueError):
+                pass
+        return to_yaml(running)
+
+    def _validate(self, text: str) -> tuple[GatewayConfig | None, list[dict[str, Any]]]:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            return None, [{"path": "", "message": f"YAML syntax error: {getattr(exc, 'problem', exc)}",
+                           "line": mark.line + 1 if mark else None}]
+        running = self.gateway.config.dashboard
+        section = data.get("premier") if isinstance(data, dict) else None
+        dashboard = section.get("dashboard") if isinstance(section, dict) else None
+        if isinstance(dashboard, dict) and "token" not in dashboard and running is not None and running.token:
+            dashboard["token"] = running.token  # the view leaves the secret out; an edit keeps it
+        try:
+            return load_dict(data), []
+        except ConfigError as exc:
+            return None, [{"path": i.path, "message": i.message, "line": issue_line(text, i.path) if i.path else None}
+                          for i in exc.issues]
+
+    def _can_save(self, settings: DashboardConfig) -> bool:
+        return settings.save_config and self.source is not None
+
+    def _save(self, text: str) -> None:
+        assert self.source is not None
+        if self.source.exists():
+            shutil.copy2(self.source, self.source.with_name(self.source.name + ".bak"))
+        handle, temporary = tempfile.mkstemp(dir=self.source.parent, prefix=f".{self.source.name}.")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, self.source)
+        logger.info("configuration saved to %s (previous version in %s.bak)", self.source, self.source.name)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        if key == b"cookie":
+            for part in bytes(value).decode("latin-1").split(";"):
+                name, _, item = part.strip().partition("=")
+                found.setdefault(name, item)
+    return found
+
+
+async def _read_json(receive: Receive, send: Send) -> dict[str, Any] | None:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY:
+            await _error(send, 413, f"the body is larger than {MAX_BODY} bytes")
+            return None
+        if not message.get("more_body"):
+            break
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        await _error(send, 400, "the body must be JSON")
+        return None
+    if not isinstance(data, dict):
+        await _error(send, 400, "the body must be a JSON object")
+        return None
+    return data
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *_SECURITY_HEADERS,
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send: Send, status: int, data: Any) -> None:
+    await _respond(send, status, json.dumps(data).encode(), "application/json")
+
+
+async def _error(send: Send, status: int, message: str) -> None:
+    await send_error(send, status, error_body(status, message), list(_SECURITY_HEADERS))
