@@ -9,7 +9,6 @@ recently used one is reused first, so a quiet pool keeps few warm connections. :
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -82,7 +81,8 @@ class UpstreamPool:
         """A connection to ``backend`` and whether it was reused (kept alive from an earlier request)."""
         idle = backend.idle
         if idle:
-            oldest = asyncio.get_running_loop().time() - self.config.idle_timeout
+            # (the connection's own loop: asyncio.get_running_loop() costs a getpid() call on Python 3.11)
+            oldest = idle[-1].loop.time() - self.config.idle_timeout
             while idle:
                 connection = idle.pop()
                 if not connection.closed and connection.idle_since > oldest:
