@@ -33,7 +33,7 @@ from premier.asgi.exchange import Message, Receive, Scope, Send, error_body, sen
 from premier.proxy.http1 import UpstreamClosed, UpstreamConnection, UpstreamTimeout
 from premier.proxy.pool import Backend, UpstreamPool
 
-__all__ = ["ReverseProxy", "forwarded_headers", "upstream_target"]
+__all__ = ["AttemptFailed", "ReverseProxy", "forwarded_headers", "upstream_target"]
 
 logger = logging.getLogger("premier")
 
@@ -53,8 +53,9 @@ class _ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
-class _Failed(Exception):
-    """One attempt failed before anything was sent to the client."""
+class AttemptFailed(Exception):
+    """One attempt on a backend failed before anything was sent to the client: the answer it would
+    give (``status``, ``message``) and whether the next backend may be tried."""
 
     def __init__(self, status: int, message: str, *, failover: bool) -> None:
         super().__init__(message)
@@ -87,14 +88,14 @@ class ReverseProxy:
         tail = b" HTTP/1.1\r\nhost: "
         pool = self.pool
         tried: list[Backend] = []
-        failure: _Failed | None = None
+        failure: AttemptFailed | None = None
         while (backend := pool.pick(tried)) is not None:
             tried.append(backend)
             request = b"".join((request_line, backend.base_path, target, tail, host or backend.host_header, b"\r\n", head))
             try:
                 await self._forward(backend, request, body, method, replayable, receive, send)
                 return
-            except _Failed as failed:
+            except AttemptFailed as failed:
                 logger.warning("upstream %s: %s (%s %s)", backend.url, failed.message, method, scope["path"])
                 failure = failed
                 if not failed.failover:
@@ -112,7 +113,7 @@ class ReverseProxy:
     async def _forward(
         self, backend: Backend, request: bytes, body: int, method: str, replayable: bool, receive: Receive, send: Send
     ) -> None:
-        """One attempt on ``backend``; raises :class:`_Failed` if it fails before the response starts."""
+        """One attempt on ``backend``; raises :class:`AttemptFailed` if it fails before the response starts."""
         pool = self.pool
         health = backend.health
         for _ in range(2):  # a kept-alive connection the backend has just closed earns one fresh try
@@ -120,10 +121,10 @@ class ReverseProxy:
                 connection, reused = await pool.connect(backend)
             except asyncio.TimeoutError:  # (the built-in TimeoutError from Python 3.11)
                 health.failure(pool.clock())
-                raise _Failed(504, "connection timed out", failover=True) from None
+                raise AttemptFailed(504, "connection timed out", failover=True) from None
             except OSError as exc:
                 health.failure(pool.clock())
-                raise _Failed(502, _describe(exc), failover=True) from None
+                raise AttemptFailed(502, _describe(exc), failover=True) from None
             backend.in_flight += 1
             try:
                 connection.start_response(head_only=method == "HEAD")
@@ -140,12 +141,12 @@ class ReverseProxy:
                         backend.idle.pop().close()
                     continue
                 health.failure(pool.clock())
-                raise _Failed(502, str(exc), failover=replayable and not connection.received) from None
+                raise AttemptFailed(502, str(exc), failover=replayable and not connection.received) from None
             except UpstreamTimeout:
                 backend.in_flight -= 1
                 connection.abort()
                 health.failure(pool.clock())
-                raise _Failed(504, f"no response within {self.read_timeout:g} s", failover=False) from None
+                raise AttemptFailed(504, f"no response within {self.read_timeout:g} s", failover=False) from None
             except BaseException:
                 backend.in_flight -= 1
                 connection.abort()
@@ -156,7 +157,7 @@ class ReverseProxy:
             finally:
                 backend.in_flight -= 1
             return
-        raise _Failed(502, "the backend closed fresh connections before answering", failover=replayable)
+        raise AttemptFailed(502, "the backend closed fresh connections before answering", failover=replayable)
 
     async def _respond(
         self, backend: Backend, connection: UpstreamConnection, send: Send, receive: Receive, body: int

@@ -22,7 +22,7 @@ from typing import Any
 from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import Receive, Scope, Send, error_body
 from premier.proxy.pool import Backend, UpstreamPool
-from premier.proxy.reverse_proxy import forwarded_headers, upstream_target
+from premier.proxy.reverse_proxy import AttemptFailed, forwarded_headers, upstream_target
 
 __all__ = ["WebSocketRelay", "refuse"]
 
@@ -36,14 +36,6 @@ _NOT_FORWARDED = frozenset({
 })
 # close codes a client cannot be sent (they only describe how a connection ended)
 _UNSENDABLE = {1005: 1000, 1006: BAD_GATEWAY, 1015: BAD_GATEWAY}
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str, *, failover: bool) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.failover = failover
 
 
 class WebSocketRelay:
@@ -84,7 +76,7 @@ class WebSocketRelay:
         target = upstream_target(scope, self.strip_prefix).decode("latin-1")
         headers, host = self._headers(scope)
         tried: list[Backend] = []
-        refused: _Refused | None = None
+        refused: AttemptFailed | None = None
         while (backend := pool.pick(tried)) is not None:
             tried.append(backend)
             scheme = "wss" if backend.ssl_context is not None else "ws"
@@ -101,11 +93,11 @@ class WebSocketRelay:
                 status = exc.response.status_code
                 failed = status >= 500
                 (backend.health.failure if failed else backend.health.success)(pool.clock())
-                refused = _Refused(status, f"the backend answered the handshake with {status}", failover=failed)
+                refused = AttemptFailed(status, f"the backend answered the handshake with {status}", failover=failed)
             except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
                 backend.health.failure(pool.clock())
                 timed_out = isinstance(exc, asyncio.TimeoutError)
-                refused = _Refused(504 if timed_out else 502, _describe(exc), failover=True)
+                refused = AttemptFailed(504 if timed_out else 502, _describe(exc), failover=True)
             else:
                 backend.health.success(pool.clock())
                 backend.in_flight += 1
