@@ -53,3 +53,33 @@ async def test_concurrent_checks_share_pipelined_writes_but_run_one_script_each(
     assert sum(d.allowed for d in decisions) == 30
     assert after - before == 50  # one script run per check: each is atomic on its own
     assert writes < 10  # ... sent together, not one write per check
+
+
+
+@pytest.mark.parametrize("ages", [[], [10], [10, 61], [10, 61, 62, 63], [61, 62, 63, 64, 65], [10, 20, 30]])
+async def test_the_sliding_window_log_drops_admissions_that_left_the_window(
+    redis_url: str, redis_prefix: str, ages: list[int]
+) -> None:
+    """The log is a list of admission times in µs, newest first. A check drops the entries older than
+    the window (one, or many at once) and counts the others, so the list never holds more than the quota."""
+    from premier.providers.redis import AsyncRedisCache
+
+    provider = AsyncRedisCache.from_url(redis_url)
+    key, limit = f"{redis_prefix}:rl:sliding-log", SlidingWindow(3, 60)
+    live = sum(age < 60 for age in ages)
+    try:
+        if ages:
+            seconds, micros = await provider.client.time()
+            now = seconds * 1_000_000 + micros
+            await provider.client.rpush(key, *(now - age * 1_000_000 for age in ages))
+        decision = await provider.acquire(key, limit)
+        assert (decision.allowed, decision.remaining) == (live < 3, max(0, 3 - live - 1))
+        assert await provider.client.llen(key) == min(live + 1, 3)
+        if live < 3:  # an admission (re)sets the key's expiry to the window
+            assert 0 < await provider.client.pttl(key) <= 60_000
+            assert decision.reset_after == 60
+        else:  # rejected: it fits when the oldest (30 s ago) leaves; the newest (10 s ago) resets
+            assert 29 < decision.retry_after <= 30
+            assert 49 < decision.reset_after <= 50
+    finally:
+        await provider.close()

@@ -240,6 +240,24 @@ async def test_a_cost_over_the_quota_can_never_be_admitted(store: Store, name: s
     assert (await store.provider.acquire(store.key("rl", name), algorithm(name, 3, 60), cost=3)).allowed
 
 
+async def test_a_sliding_window_counts_costs_and_names_the_admission_that_blocks(store: Store) -> None:
+    limit = SlidingWindow(5, LONG)
+    key = store.key("rl", "sliding-costs")
+    decisions = []
+    for cost in (2, 2, 2, 1, 3, 6):
+        decisions.append(await store.provider.acquire(key, limit, cost=cost))
+        store.clock.advance(1)  # (memory only) the log holds distinct times, oldest first
+    assert [d.allowed for d in decisions] == [True, True, False, True, False, False]
+    assert [d.remaining for d in decisions] == [3, 1, 1, 0, 0, 0]
+    assert [d.retry_after for d in decisions[:2]] == [0, 0]
+    assert all(d.reset_after == pytest.approx(LONG, abs=10) for d in decisions)
+    # 2 more fit when the first admission (2 calls) has left; 3 more when the second has, one second later
+    assert decisions[2].retry_after == pytest.approx(LONG, abs=10)
+    if not store.is_redis:
+        assert (decisions[2].retry_after, decisions[4].retry_after) == (LONG - 2, LONG - 3)
+    assert decisions[5].retry_after == float("inf")
+
+
 @pytest.mark.parametrize("name", ["fixed_window", "sliding_window", "token_bucket"])
 async def test_concurrent_checks_admit_exactly_the_quota(store: Store, name: str) -> None:
     limit = algorithm(name, 10, LONG)  # a token bucket refills no whole token during the test

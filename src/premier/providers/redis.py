@@ -34,7 +34,7 @@ from premier.providers.memory import AsyncInMemoryCache
 try:
     from redis.exceptions import ConnectionError as _RedisConnectionError
     from redis.exceptions import MaxConnectionsError as _PoolExhausted
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import NoScriptError, RedisError, ResponseError
     from redis.exceptions import TimeoutError as _RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the Redis provider needs redis-py: pip install 'premier[redis]'") from exc
@@ -191,11 +191,37 @@ class AsyncRedisCache:
         return replies
 
     async def _send(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]], items: Any) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for i in items:
-            name, key, args, _ = batch[i]
-            pipe.evalsha(self._scripts[name].sha, 1, key, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:  # a cluster client: its pipeline sends each command to its key's node
+            pipe = self.client.pipeline(transaction=False)
+            for i in items:
+                name, key, args, _ = batch[i]
+                pipe.evalsha(self._scripts[name].sha, 1, key, *args)
+            return list(await pipe.execute(raise_on_error=False))
+        # What redis-py's pipeline sends, without its layers (they cost more per command than the script
+        # in Redis): the commands packed here, one write on one connection, then each reply in turn.
+        # No retry: a script that timed out may have run, and running it again would count it twice.
+        conn = await pool.get_connection()
+        try:
+            encode, chunks = conn.encoder.encode, []
+            for i in items:
+                name, key, args, _ = batch[i]
+                words = [b"EVALSHA", encode(self._scripts[name].sha), b"1", encode(key), *map(encode, args)]
+                chunks.append(b"*%d\r\n" % len(words))
+                chunks.extend(b"$%d\r\n%b\r\n" % (len(word), word) for word in words)
+            await conn.send_packed_command(b"".join(chunks))
+            replies: list[Any] = []
+            for _ in items:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as error:  # this script's error (NOSCRIPT among them), not the batch's
+                    replies.append(error)
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread: the connection must not be reused as is
+            raise
+        finally:
+            await pool.release(conn)
+        return replies
 
     # -- outage bookkeeping -------------------------------------------------------------------
     @property
@@ -299,13 +325,16 @@ class AsyncRedisCache:
         if algorithm.name == "leaky_bucket":
             args.append(algorithm.bucket_size)  # type: ignore[attr-defined]
         try:
-            allowed, remaining, reset_after, retry_after, delay = await self._evalsha(algorithm.name, key, args)
+            reply = await self._evalsha(algorithm.name, key, args)
         except _UNREACHABLE as error:
             self._failed(error)
             return self._fallback_decision(key, algorithm, cost)
         except RedisError as error:
             raise BackendError(f"Redis rate-limit script {algorithm.name} failed: {error}") from error
         self._succeeded()
+        if type(reply) is int:  # the sliding window's admission: remaining only; the window resets in full
+            return Decision(True, algorithm.quota, reply, algorithm.duration)
+        allowed, remaining, reset_after, retry_after, delay = reply
         return Decision(
             bool(allowed), algorithm.quota, int(remaining), float(reset_after), float(retry_after), float(delay)
         )

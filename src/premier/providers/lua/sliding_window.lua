@@ -1,28 +1,52 @@
 -- Sliding window (see premier/features/ratelimit/sliding_window.py): exact, as a log of admission times
--- in a sorted set, on Redis's clock. A call is admitted when fewer than `quota` admissions lie in the
--- half-open window (now - duration, now].
--- KEYS[1]: the limiter key (a sorted set). ARGV: quota, duration, cost.
+-- in a list, newest first, on Redis's clock. A call is admitted when fewer than `quota` admissions lie in
+-- the half-open window (now - duration, now]. The admissions that have left the window are dropped from
+-- the tail, so the list holds at most `quota` entries (and expires with the window); LPUSH, RPOP and
+-- LINDEX at its ends cost Redis less than a sorted set's inserts and range deletes.
+-- Times are integer microseconds (exact in a double, and stored by Redis as integers).
+-- KEYS[1]: the limiter key (a list). ARGV: quota, duration, cost.
+-- Returns the remaining calls when admitted, else {0, remaining, reset_after, retry_after, 0}.
+local key = KEYS[1]
 local quota, duration, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local time = redis.call('TIME')
-local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
-local horizon = now - duration
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', horizon)
-local count = redis.call('ZCARD', KEYS[1])
-if count + cost <= quota then
-  for i = 1, cost do
-    -- members must be unique: the admission's time and its rank in the log
-    redis.call('ZADD', KEYS[1], now, time[1] .. '.' .. time[2] .. ':' .. (count + i))
-  end
-  redis.call('PEXPIRE', KEYS[1], math.ceil(duration * 1000))
-  return {1, quota - count - cost, tostring(duration), '0', '0'}
+local stamp = time[1] .. string.format('%06d', time[2])
+local horizon = tonumber(stamp) - duration * 1000000
+local function expired(index)  -- whether the entry at `index` (-1: the oldest) has left the window
+  local entry = redis.call('LINDEX', key, index)
+  return entry and tonumber(entry) <= horizon
 end
-local newest = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+if expired(-1) then
+  if not expired(-2) then
+    redis.call('RPOP', key)  -- the usual case: one admission left since the last check
+  else
+    -- many left (after a burst): count them by bisection rather than pop a long log one by one
+    local out, kept = 2, redis.call('LLEN', key) + 1  -- entry -out has left; -kept has not (or is none)
+    while kept - out > 1 do
+      local mid = math.floor((out + kept) / 2)
+      if expired(-mid) then out = mid else kept = mid end
+    end
+    redis.call('LTRIM', key, 0, -out - 1)  -- (on a list of `out` entries this removes the key)
+  end
+end
+local live = redis.call('LLEN', key)
+if live + cost <= quota then
+  if cost == 1 then
+    redis.call('LPUSH', key, stamp)
+  else
+    local stamps = {}
+    for i = 1, math.min(cost, 1000) do stamps[i] = stamp end
+    for i = 1, cost, 1000 do  -- (unpack is bounded by Lua's stack)
+      redis.call('LPUSH', key, unpack(stamps, 1, math.min(1000, cost - i + 1)))
+    end
+  end
+  redis.call('PEXPIRE', key, math.ceil(duration * 1000))
+  return quota - live - cost  -- admitted: the remaining calls alone (see AsyncRedisCache.acquire)
+end
 local reset_after = '0'  -- an empty log (a cost over the quota on a fresh key) is already reset
-if newest ~= nil then reset_after = tostring(newest - horizon) end
+if live > 0 then reset_after = tostring((tonumber(redis.call('LINDEX', key, 0)) - horizon) / 1000000) end
 local retry_after = 'inf'
 if cost <= quota then
   -- the call fits once enough of the oldest admissions have left the window
-  local blocking = redis.call('ZRANGE', KEYS[1], count + cost - quota - 1, count + cost - quota - 1, 'WITHSCORES')
-  retry_after = tostring(tonumber(blocking[2]) - horizon)
+  retry_after = tostring((tonumber(redis.call('LINDEX', key, quota - cost)) - horizon) / 1000000)
 end
-return {0, math.max(0, quota - count), reset_after, retry_after, '0'}
+return {0, math.max(0, quota - live), reset_after, retry_after, '0'}
