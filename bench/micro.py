@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """In-process micro-benchmark: Premier's rate-limit checks and cache hits, side by side with `limits`
-(and `cashews`) in one run, in interleaved rounds.
+(and `cashews`, `aiocache`), and the overhead of its retry and circuit-breaker decorators on a call that
+succeeds, side by side with `tenacity` and `pybreaker` (and `purgatory`), in one run, in interleaved rounds.
 
     python3 bench/micro.py           # 7 rounds x 200k ops per scenario; writes bench/results/micro.json
     python3 bench/micro.py --quick   # 5 rounds x 40k ops (~20 s); writes bench/results/micro-quick.json
@@ -29,13 +30,27 @@ from _venv import enter_venv
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PEERS = ["limits", "cashews"]
+PEERS = ["limits", "cashews", "aiocache", "tenacity", "pybreaker"]
+OPTIONAL_PEERS = ["purgatory"]  # measured when it installs
 US3 = 3000  # the 3 microsecond budget, in ns
 
 
 
 # -- scenarios: each `setup()` runs once per round (fresh state) and returns a zero-argument callable ----
 SCENARIOS: list[dict] = []
+# (ours, reference): reported as "how many times faster premier is", per round (reference ns / ours ns)
+COMPARISONS: list[tuple[str, str]] = [
+    ("premier check_nowait sliding_window", "limits moving window (log 0-2k)"),
+    ("premier check_nowait sliding_window", "limits moving window (log 10k-12k)"),
+    ("premier check_nowait fixed_window", "limits fixed window"),
+    ("premier @cache async hit (template)", "cashews @cache async hit (mem://)"),
+    ("premier @cache async hit (template)", "aiocache @cached async hit (SimpleMemoryCache)"),
+    ("premier @retry sync, succeeds first time", "tenacity @retry sync, succeeds first time"),
+    ("premier @retry async, succeeds first time", "tenacity @retry async, succeeds first time"),
+    ("premier @circuit_breaker sync, closed", "pybreaker @breaker sync, closed"),
+    ("premier @circuit_breaker sync, closed", "purgatory sync breaker, closed"),
+    ("premier @circuit_breaker async, closed", "purgatory async breaker, closed"),
+]
 MW_OPS = 2000  # limits' moving window is O(log size) per hit: time it over a short burst of hits
 
 
@@ -136,9 +151,65 @@ def define_scenarios() -> None:
         asyncio.get_event_loop().run_until_complete(fetch(42))
         return partial(fetch, 42)
 
+    @scenario("aiocache @cached async hit (SimpleMemoryCache)", "peer cache", is_async=True)
+    def _():
+        import aiocache
+
+        @aiocache.cached(ttl=3600, cache=aiocache.SimpleMemoryCache)
+        async def fetch(item_id):
+            return item_id
+
+        asyncio.get_event_loop().run_until_complete(fetch(42))
+        return partial(fetch, 42)
+
     @scenario("ref: functools.lru_cache hit", "peer cache")
     def _():
         return partial(lru_cache(maxsize=1024)(lambda item_id: item_id), 42)
+
+    define_resilience_scenarios(noop, anoop)
+
+
+def define_resilience_scenarios(noop, anoop) -> None:
+    """The overhead of a retry wrapper around a call that succeeds the first time, and of a circuit breaker
+    in the closed state: what every call pays when nothing goes wrong."""
+    import pybreaker
+    import tenacity
+
+    from premier import circuit_breaker
+    from premier.retry import retry
+
+    scenario("premier @retry sync, succeeds first time", "retry")(
+        lambda: retry(max_attempts=3, wait=0)(noop))
+    scenario("premier @retry async, succeeds first time", "retry", is_async=True)(
+        lambda: retry(max_attempts=3, wait=0)(anoop))
+
+    def tenacity_retry(func):
+        return tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none(), reraise=True)(func)
+
+    scenario("tenacity @retry sync, succeeds first time", "peer retry")(lambda: tenacity_retry(noop))
+    scenario("tenacity @retry async, succeeds first time", "peer retry", is_async=True)(
+        lambda: tenacity_retry(anoop))
+
+    scenario("premier @circuit_breaker sync, closed", "circuit breaker")(
+        lambda: circuit_breaker(failure_threshold=5, recovery_timeout=60)(noop))
+    scenario("premier @circuit_breaker async, closed", "circuit breaker", is_async=True)(
+        lambda: circuit_breaker(failure_threshold=5, recovery_timeout=60)(anoop))
+
+    scenario("pybreaker @breaker sync, closed", "peer circuit breaker")(
+        lambda: pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)(noop))
+
+    try:
+        import purgatory
+    except ImportError:
+        return
+
+    @scenario("purgatory sync breaker, closed", "peer circuit breaker")
+    def _():
+        return purgatory.SyncCircuitBreakerFactory(default_threshold=5, default_ttl=60)("bench")(noop)
+
+    @scenario("purgatory async breaker, closed", "peer circuit breaker", is_async=True)
+    def _():
+        return purgatory.AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=60)("bench")(anoop)
 
 
 # -- timing ------------------------------------------------------------------------------------------------
@@ -180,8 +251,27 @@ def versions() -> dict:
     from importlib.metadata import version
 
     import premier
-    return {"premier": premier.__version__, "premier_path": premier.__file__,
-            **{name: version(name) for name in PEERS}}
+    found = {}
+    for name in PEERS + OPTIONAL_PEERS:
+        try:
+            found[name] = version(name)
+        except ImportError:
+            found[name] = None
+    return {"premier": premier.__version__, "premier_path": premier.__file__, **found}
+
+
+def install_optional() -> None:
+    """pip-installs the optional peers into bench/.venv (once; a failure only leaves their rows out)."""
+    import importlib.util
+    import sys
+
+    for name in OPTIONAL_PEERS:
+        if importlib.util.find_spec(name) is None:
+            print(f"installing optional peer {name} into bench/.venv", flush=True)
+            done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", name], check=False)
+            if done.returncode:
+                print(f"  {name} did not install: its rows are left out", flush=True)
+            importlib.invalidate_caches()
 
 
 def main() -> None:
@@ -191,6 +281,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int)
     args = parser.parse_args()
     enter_venv(__file__, ["premier", *PEERS], ["-e", str(ROOT), *PEERS])
+    install_optional()
     rounds = args.rounds or (5 if args.quick else 7)
     ops = args.ops or (40_000 if args.quick else 200_000)
 
@@ -218,14 +309,23 @@ def main() -> None:
         s = samples[sc["name"]]
         print(f"{sc['name']:<48} {med[sc['name']]:>12.0f} {min(s):>8.0f}-{max(s):<8.0f}")
 
-    pairs = [("limits moving window (log 0-2k)", "premier check_nowait sliding_window"),
-             ("limits moving window (log 10k-12k)", "premier check_nowait sliding_window"),
-             ("limits fixed window", "premier check_nowait fixed_window")]
-    ratios = {f"{peer} / {ours}": med[peer] / med[ours] for peer, ours in pairs}
-    best = {f"{peer} / {ours}": min(samples[peer]) / min(samples[ours]) for peer, ours in pairs}
-    print("\nratios (how many times faster premier is; medians, and best rounds in brackets)")
-    for name, value in ratios.items():
-        print(f"  {name:<74} {value:5.2f}x  ({best[name]:.2f}x)")
+    names = {sc["name"] for sc in SCENARIOS}
+    comparisons = []
+    for ours, ref in COMPARISONS:
+        if ours in names and ref in names:
+            per_round = [r / o for o, r in zip(samples[ours], samples[ref], strict=True)]
+            comparisons.append({"ours": ours, "reference": ref, "ratio": statistics.median(per_round),
+                                "ratio_min": min(per_round), "ratio_max": max(per_round),
+                                "best": min(samples[ref]) / min(samples[ours])})
+    print("\nratios: how many times faster premier is (reference ns / premier ns per round: median, min-max;"
+          " best rounds in brackets)")
+    for c in comparisons:
+        label = f"{c['ours']}  vs  {c['reference']}"
+        print(f"  {label:<96} {c['ratio']:5.2f}x  {c['ratio_min']:.2f}-{c['ratio_max']:.2f}  ({c['best']:.2f}x)")
+    # the issue's ratios (as before: from the medians)
+    ratios = {f"{c['reference']} / {c['ours']}": med[c["reference"]] / med[c["ours"]]
+              for c in comparisons if c["reference"].startswith("limits")}
+    best = {f"{c['reference']} / {c['ours']}": c["best"] for c in comparisons if c["reference"].startswith("limits")}
 
     def worst(group: str) -> tuple[str, float]:
         return max(((sc["name"], med[sc["name"]]) for sc in SCENARIOS if sc["group"] == group),
@@ -256,6 +356,7 @@ def main() -> None:
                                    "samples_ns": [round(x, 1) for x in samples[sc["name"]]]}
                       for sc in SCENARIOS},
         "ratios": {k: {"median": round(v, 2), "best": round(best[k], 2)} for k, v in ratios.items()},
+        "comparisons": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in c.items()} for c in comparisons],
         "targets": targets,
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
