@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from premier.asgi.exchange import ASGIApp, Exchange, Rejection, send_error
@@ -64,7 +64,7 @@ class Entry:
         self.rate_limit = rate_limit  # the route's limit, whose headers every response carries
 
     async def __call__(self, ex: Exchange) -> None:
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             await self.next(ex)
         except Rejection as rejection:
@@ -82,7 +82,7 @@ class Entry:
             # the exchange is freed by reference counting when the request ends, not left for the
             # cyclic garbage collector, whose pauses grow with the app's heap.
             ex.send = ex.client_send
-            duration = time.perf_counter() - started
+            duration = perf_counter() - started
             if duration >= self.log_threshold:
                 self._log_slow(ex, duration)
             if self.events.active:

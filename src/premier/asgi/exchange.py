@@ -62,15 +62,20 @@ class Exchange:
         self.cache_status = ""
         self.extra_headers: dict[bytes, bytes] | None = None  # added to the response the client gets
 
-    async def record(self, message: Message) -> None:
+    def record(self, message: Message) -> Awaitable[None]:
         """The send that reaches the client: records the status and that the response started, and
-        appends the headers steps asked for (``RateLimit``, ``X-Cache``) to whatever response it is."""
+        appends the headers steps asked for (``RateLimit``, ``X-Cache``) to whatever response it is.
+
+        Not a coroutine: it returns the client send's awaitable for the caller to await, so a message
+        costs no frame of its own here (this runs for every message of every response)."""
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.started = True
             if self.extra_headers:
-                message = {**message, "headers": [*message.get("headers", ()), *self.extra_headers.items()]}
-        await self.client_send(message)
+                # A copy: the app may send the same message object again (a module-level constant).
+                message = {**message}
+                message["headers"] = [*message.get("headers", ()), *self.extra_headers.items()]
+        return self.client_send(message)
 
     def add_header(self, name: bytes, value: bytes) -> None:
         """Add (or replace) a header on the response the client will get, whoever produces it."""
@@ -79,11 +84,12 @@ class Exchange:
         else:
             self.extra_headers[name] = value
 
-    async def from_app(self, message: Message) -> None:
-        """The send given to the app: records its status, then passes through the steps' ``send``."""
+    def from_app(self, message: Message) -> Awaitable[None]:
+        """The send given to the app: records its status, then passes through the steps' ``send``
+        (whose awaitable it returns, like :meth:`record`)."""
         if message["type"] == "http.response.start":
             self.upstream_status = message["status"]
-        await self.send(message)
+        return self.send(message)
 
     def header(self, name: bytes) -> bytes | None:
         """The first request header called ``name`` (lower-case bytes), or ``None``."""

@@ -51,13 +51,13 @@ class TimeoutStep:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # first request, or a new event loop: start a fresh queue
             self.loop, self.pending, self.timer = loop, deque(), None
-        deadline = _Deadline(ex, asyncio.current_task(), loop.time() + self.seconds)
+        deadline = _Deadline(ex, asyncio.current_task(loop), loop.time() + self.seconds)
         pending = self.pending
         pending.append(deadline)
         if self.timer is None:
             self.timer = loop.call_at(deadline.at, self._expire_due)
         client_receive = ex.receive
-        ex.receive = deadline.receive
+        ex.receive = deadline  # callable: the deadline is the app's receive (no bound method per request)
         try:
             await self.next(ex)
         except asyncio.CancelledError:
@@ -97,7 +97,8 @@ class TimeoutStep:
 
 
 class _Deadline:
-    """One request's deadline: the ``receive`` the app is given, and what happens when time is up."""
+    """One request's deadline: the ``receive`` the app is given (the deadline itself is called), and
+    what happens when time is up."""
 
     __slots__ = ("at", "client_receive", "done", "ex", "grace_timer", "listening", "task")
 
@@ -110,7 +111,7 @@ class _Deadline:
         self.listening: asyncio.Future[Message] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
 
-    async def receive(self) -> Message:
+    async def __call__(self) -> Message:
         ex = self.ex
         if ex is None or ex.timed_out:
             return _DISCONNECT
