@@ -90,15 +90,19 @@ def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about a minute)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 7, quick 3)")
+    parser.add_argument("--seconds", type=int, help="seconds of wrk per scenario and round (default 5, quick 3)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
     rounds, seconds = (3, 3) if args.quick else (7, 5)
+    rounds, seconds = args.rounds or rounds, args.seconds or seconds
     scenarios = {
         "FastAPI app": ("fastapi_bare", "/limited"),
         "FastAPI + rate_limit+timeout+monitoring": ("fastapi_gateway", "/limited"),
         "FastAPI + cache hit": ("fastapi_gateway", "/cached"),
+        "FastAPI + all features except cache": ("fastapi_gateway", "/all"),
         "raw ASGI app": ("bare", "/limited"),
         "raw ASGI + rate_limit+timeout+monitoring": ("gateway", "/limited"),
         "raw ASGI + cache hit": ("gateway", "/cached"),
@@ -127,6 +131,7 @@ def main() -> int:
             "p99_ms": statistics.median(r["p99_ms"] for r in runs),
             "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in runs),
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "rps_min": min(r["rps"] for r in runs), "rps_max": max(r["rps"] for r in runs),
             "non_2xx": sum(r["non_2xx"] for r in runs),
         }
         rows[name] = row
@@ -138,7 +143,7 @@ def main() -> int:
     }
     for label, met in targets.items():
         print(f"  {'met   ' if met else 'MISSED'} {label}")
-    out = HERE / "results" / "plugin_http.json"
+    out = HERE / "results" / ("plugin_http-quick.json" if args.quick else "plugin_http.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "python": sys.version.split()[0],
                                "cores": os.cpu_count(), "rounds": rounds, "seconds": seconds,

@@ -301,3 +301,14 @@ def test_fifty_reloads_under_steady_traffic_fail_no_request() -> None:
         stats = client.json("GET", f"{P}/api/stats", Authorization=f"Bearer {TOKEN}")[1]
     assert failures == []
     assert stats["totals"]["requests"] > 50
+
+
+def test_the_page_lives_behind_a_trailing_slash() -> None:
+    with running() as (client, _):
+        status, headers, _, _ = client.request("GET", f"{P}?tab=routes")
+        assert status == 308 and headers["location"] == f"{P}/?tab=routes"
+        status, headers, body, _ = client.request("GET", f"{P}/")
+        assert status == 200 and headers["content-type"].startswith("text/html") and b"<html" in body.lower()
+        assert "default-src 'self'" in headers["content-security-policy"]
+        status, headers, _, _ = client.request("GET", f"{P}/static/app.js")
+        assert status == 200 and headers["content-type"].startswith("text/javascript")

@@ -1,7 +1,8 @@
 """The dashboard: an ASGI app the gateway serves under ``dashboard.path`` (and ``/metrics``), ahead of
 every policy.
 
-- ``GET {path}``: the page; ``{path}/static/<file>``: its assets, all from the package (works offline).
+- ``GET {path}/``: the page (``{path}`` redirects there); ``{path}/static/<file>``: its assets, all from the
+  package (works offline).
 - ``{path}/api/...``: ``session``, ``login``, ``stats``, ``stream`` (Server-Sent Events, about once a
   second), ``config`` (GET the running YAML; POST to validate-then-apply through hot reload, optionally
   saving it to the file with a backup) and ``config/validate``.
@@ -101,7 +102,14 @@ class DashboardApp:
                 return await _error(send, 401, "a bearer token is required")
             body = exposition(self.stats, self.gateway).encode()
             return await _respond(send, 200, body, CONTENT_TYPE)
-        local = path[len(settings.path):] or "/"
+        local = path[len(settings.path):]
+        if not local and method in ("GET", "HEAD"):
+            # the page's assets are relative to it: it lives at the path with a trailing slash
+            query = scope.get("query_string", b"")
+            location = settings.path.encode() + b"/" + (b"?" + query if query else b"")
+            await send({"type": "http.response.start", "status": 308, "headers": [
+                (b"location", location), (b"content-length", b"0"), *_SECURITY_HEADERS]})
+            return await send({"type": "http.response.body", "body": b""})
         if local == "/" and method in ("GET", "HEAD"):
             return await self._static(send, "index.html")
         if local.startswith("/static/") and method in ("GET", "HEAD"):
