@@ -49,6 +49,7 @@ def _fastapi_hello() -> Any:
     @app.get("/limited", response_class=PlainTextResponse)
     @app.get("/cached", response_class=PlainTextResponse)
     @app.get("/all", response_class=PlainTextResponse)
+    @app.get("/plain", response_class=PlainTextResponse)
     async def hello() -> str:
         return "Hello, world!"
 

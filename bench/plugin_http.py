@@ -100,6 +100,7 @@ def main() -> int:
     rounds, seconds = args.rounds or rounds, args.seconds or seconds
     scenarios = {
         "FastAPI app": ("fastapi_bare", "/limited"),
+        "FastAPI + no matching policy": ("fastapi_gateway", "/plain"),
         "FastAPI + rate_limit+timeout+monitoring": ("fastapi_gateway", "/limited"),
         "FastAPI + cache hit": ("fastapi_gateway", "/cached"),
         "FastAPI + all features except cache": ("fastapi_gateway", "/all"),
