@@ -16,7 +16,7 @@ Every response carries the backend's ``Date`` and ``Server`` (uvicorn's); echoes
 WebSockets: ``/ws`` echoes every message (text as text, binary as binary) and accepts the first
 subprotocol offered; ``/ws/close?code=C&reason=R`` closes with that code after the first message;
 ``/ws/flood?count=N&size=S`` sends N binary messages of S bytes; ``/ws/die`` ends the process after the first
-message (no close frame); ``/ws/refuse`` refuses the handshake (403). ``/ws-last-close`` (HTTP) tells the
+message (no close frame); ``/ws/refuse`` refuses the handshake (403); ``/ws/headers`` first sends the handshake's headers as JSON. ``/ws-last-close`` (HTTP) tells the
 close code and reason of the last connection the client closed.
 """
 
@@ -46,6 +46,10 @@ async def websocket(scope, receive, send) -> None:
         return
     offered = scope.get("subprotocols") or []
     await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+    if path == "/ws/headers":
+        headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        await send({"type": "websocket.send", "text": json.dumps({"path": path, "query": scope["query_string"].decode(),
+                                                                   "headers": headers})})
     if path == "/ws/flood":
         for _ in range(int(query["count"])):
             await send({"type": "websocket.send", "bytes": bytes(int(query["size"]))})

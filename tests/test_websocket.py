@@ -348,3 +348,24 @@ async def test_pings_are_answered_through_the_relay(origins: tuple[Process, Proc
             await asyncio.wait_for(pong, 5)
             await ws.send("still open")
             assert await ws.recv() == "still open"
+
+
+async def test_the_relay_forwards_the_clients_headers_and_sets_forwarding_ones(origins: tuple[Process, Process]) -> None:
+    origin = origins[0]
+    cfg = GatewayConfig.from_dict({"premier": {
+        "servers": [origin.url], "paths": [{"pattern": "/chat/*", "strip_prefix": "/chat"}],
+    }})
+    with gateway(cfg) as (url, _):
+        async with connect(url + "/chat/ws/headers?room=1", additional_headers={
+            "Cookie": "session=abc", "X-Forwarded-For": "6.6.6.6", "X-Custom": "yes",
+        }) as ws:
+            seen = json.loads(await ws.recv())
+    headers = {}
+    for name, value in seen["headers"]:
+        headers.setdefault(name, value)
+    assert (seen["path"], seen["query"]) == ("/ws/headers", "room=1")
+    assert headers["cookie"] == "session=abc" and headers["x-custom"] == "yes"
+    assert headers["x-forwarded-for"] == "127.0.0.1"  # the client is not a trusted proxy
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"] == url.removeprefix("ws://")
+    assert headers["host"] == f"127.0.0.1:{origin.port}"

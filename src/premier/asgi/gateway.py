@@ -200,8 +200,7 @@ class ASGIGateway:
                 app = _no_route_websocket
             else:
                 app = WebSocketRelay(
-                    pool, identity=identity, preserve_host=config.upstream.preserve_host,
-                    strip_prefix=path.strip_prefix if path is not None else None,
+                    pool, identity=identity, strip_prefix=path.strip_prefix if path is not None else None,
                     max_message_bytes=features.websocket.max_message_bytes if features.websocket else 1024 * 1024,
                 )
             limit = features.rate_limit

@@ -153,15 +153,14 @@ class ReverseProxy:
                 health.abandoned()
                 raise
             try:
-                await self._respond(backend, connection, send, receive, body)
+                await self._respond(backend, connection, send, receive)
             finally:
                 backend.in_flight -= 1
             return
         raise AttemptFailed(502, "the backend closed fresh connections before answering", failover=replayable)
 
-    async def _respond(
-        self, backend: Backend, connection: UpstreamConnection, send: Send, receive: Receive, body: int
-    ) -> None:
+    async def _respond(self, backend: Backend, connection: UpstreamConnection, send: Send, receive: Receive) -> None:
+        """Passes the response on as it arrives; the connection goes back to the pool if it can be reused."""
         status = connection.status
         pool = self.pool
         if 502 <= status <= 504:

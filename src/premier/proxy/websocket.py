@@ -43,12 +43,11 @@ class WebSocketRelay:
     the backend (the policy bounds the client's)."""
 
     def __init__(
-        self, pool: UpstreamPool, *, identity: ClientIdentity, preserve_host: bool = False,
-        strip_prefix: str | None = None, max_message_bytes: int = 1024 * 1024,
+        self, pool: UpstreamPool, *, identity: ClientIdentity, strip_prefix: str | None = None,
+        max_message_bytes: int = 1024 * 1024,
     ) -> None:
         self.pool = pool
         self.identity = identity
-        self.preserve_host = preserve_host
         self.strip_prefix = strip_prefix.rstrip("/") if strip_prefix else None
         self.max_message_bytes = max_message_bytes
 
@@ -74,17 +73,16 @@ class WebSocketRelay:
 
         pool = self.pool
         target = upstream_target(scope, self.strip_prefix).decode("latin-1")
-        headers, host = self._headers(scope)
+        headers = self._headers(scope)
         tried: list[Backend] = []
         refused: AttemptFailed | None = None
         while (backend := pool.pick(tried)) is not None:
             tried.append(backend)
             scheme = "wss" if backend.ssl_context is not None else "ws"
-            authority = (host or backend.host_header).decode("latin-1")
             uri = f"{scheme}://{backend.host_header.decode('latin-1')}{backend.base_path.decode('latin-1')}{target}"
             try:
                 upstream = await connect(
-                    uri, additional_headers=[*headers, ("Host", authority)] if host else headers,
+                    uri, additional_headers=headers,
                     subprotocols=scope.get("subprotocols") or None, open_timeout=pool.config.connect_timeout,
                     max_size=self.max_message_bytes, proxy=None, user_agent_header=None, compression=None,
                     ssl=backend.ssl_context,
@@ -112,7 +110,9 @@ class WebSocketRelay:
         await refuse(scope, send, status, message)
         return None
 
-    def _headers(self, scope: Scope) -> tuple[list[tuple[str, str]], bytes | None]:
+    def _headers(self, scope: Scope) -> list[tuple[str, str]]:
+        """The client's headers for the backend's handshake, and ``X-Forwarded-*``. ``Host`` is always
+        the backend's here (``preserve_host`` is for HTTP): the client's arrives as ``X-Forwarded-Host``."""
         forwarded: dict[bytes, bytes | None] = dict.fromkeys((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
         headers: list[tuple[str, str]] = []
         host = None
@@ -130,7 +130,7 @@ class WebSocketRelay:
             forwarded[b"x-forwarded-host"], host,
         ):
             headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        return headers, host if self.preserve_host else None
+        return headers
 
     async def _relay(self, upstream: Any, receive: Receive, send: Send, backend: Backend) -> None:
         from websockets.exceptions import ConnectionClosed
