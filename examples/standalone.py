@@ -36,6 +36,10 @@ def main() -> int:
     parser.add_argument("--backend-ports", type=int, nargs=2, default=(8001, 8002), metavar="PORT")
     args = parser.parse_args()
     ports = args.backend_ports
+    for port in (args.port, *ports):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"port {port} is already in use: choose others with --port and --backend-ports")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the backends on SIGTERM too
     backends = [subprocess.Popen([sys.executable, str(HERE / "backend.py"), str(port), f"backend-{port}"])
                 for port in ports]

@@ -132,3 +132,27 @@ def test_describe_features():
     assert (
         describe_features(config.features_for(None)) == "cache(no expiry) rate_limit(3/1.5s fixed_window, per global)"
     )
+
+
+def test_check_notes_a_cache_key_the_pattern_does_not_capture(tmp_path, capsys):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "premier:\n  paths:\n"
+        "    - {pattern: '/users/*', features: {cache: {cache_key: 'user:{user_id}'}}}\n"
+        "    - {pattern: '/items/{item_id}', features: {cache: {cache_key: 'item:{item_id}'}}}\n"
+    )
+    assert main(["check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("note: cache_key") == 1 and "{user_id} is not captured by the pattern" in out
+
+
+def test_check_into_a_closed_pipe_exits_quietly(tmp_path):
+    config = tmp_path / "many.yaml"  # an output far larger than a pipe's buffer: writing must hit the closed end
+    config.write_text("premier:\n  paths:\n" + "".join(
+        f"    - {{pattern: '/p{i}/*', features: {{timeout: {{seconds: 1}}}}}}\n" for i in range(3000)
+    ))
+    result = subprocess.run(
+        f"{sys.executable} -m premier.cli check {config} | head -c 3", shell=True, capture_output=True, text=True,
+        timeout=30,
+    )
+    assert result.stdout == "ok:" and "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr

@@ -128,7 +128,11 @@ def test_failed_logins_are_limited_and_never_log_the_token(caplog: pytest.LogCap
         statuses = [client.json("POST", f"{P}/api/login", {"token": f"guess-{i}"})[0] for i in range(11)]
         assert statuses == [401] * 10 + [429]
         assert client.json("POST", f"{P}/api/login", {"token": TOKEN})[0] == 429  # even the right one, for a while
-        client.request("GET", f"{P}/api/stats", headers=bearer())
+        assert client.request("GET", f"{P}/api/stats", headers=bearer())[0] == 429
+        assert client.request("GET", f"{P}/")[0] == 200  # the page itself stays reachable
+    with running() as (client, _):
+        wrong = {"Authorization": "Bearer guess"}
+        assert [client.request("GET", "/metrics", headers=wrong)[0] for _ in range(11)] == [401] * 10 + [429]
     assert all(TOKEN not in record.getMessage() for record in caplog.records)
 
 

@@ -138,3 +138,24 @@ def test_serve_refuses_a_standalone_config_without_servers(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "premier.servers: standalone mode" in result.stderr
 
+
+
+async def test_a_refused_websocket_handshake_is_not_logged_as_an_error(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    config = tmp_path / "gateway.yaml"
+    log = tmp_path / "gateway.log"
+    with backend("ws1") as origin:
+        config.write_text(f"premier:\n  servers: [{origin.url}]\n  paths:\n"
+                          "    - {pattern: /ws, features: {rate_limit: {quota: 1, duration: 60}}}\n")
+        with gateway_process(config, log=log) as gateway:
+            async with connect(f"ws://127.0.0.1:{gateway.port}/ws"):
+                pass
+            try:
+                await connect(f"ws://127.0.0.1:{gateway.port}/ws")
+            except InvalidStatus as refused:
+                assert refused.response.status_code == 429
+            else:
+                raise AssertionError("the second connection was not refused")
+    assert "without completing handshake" not in log.read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -59,11 +60,28 @@ def _check(args: argparse.Namespace) -> int:
     width = max(width, len("(other paths)"))
     for path in config.paths:
         print(f"  {path.pattern:<{width}}  {describe_features(config.features_for(path))}")
+        for note in _notes(path.pattern, config.features_for(path)):
+            print(f"  {'':<{width}}  note: {note}")
     print(f"  {'(other paths)':<{width}}  {describe_features(config.features_for(None))}")
     servers = {s.url for s in config.servers} | {s.url for p in config.paths for s in p.servers}
     if servers:
         print(f"  upstream: {len(servers)} server{'s' * (len(servers) != 1)}, {config.upstream.load_balancing}")
     return 0
+
+
+def _notes(pattern: str, features: FeaturesConfig) -> list[str]:
+    """What is valid but probably not meant: a cache_key naming what the pattern does not capture."""
+    from premier.asgi.router import compile_pattern
+
+    if features.cache is None or not features.cache.cache_key:
+        return []
+    captured = set(compile_pattern(pattern).groupindex)
+    missing = [name for name in re.findall(r"\{(\w+)\}", features.cache.cache_key) if name not in captured]
+    if not missing:
+        return []
+    names = ", ".join("{" + name + "}" for name in missing)
+    return [f"cache_key {names} is not captured by the pattern (a glob captures {{name}} segments, e.g. "
+            f"/users/{{{missing[0]}}}): it is read from the query string, and without it the key is the path and query"]
 
 
 def _serve(args: argparse.Namespace) -> int:

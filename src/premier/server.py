@@ -7,12 +7,14 @@ import argparse
 import copy
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from premier.config import GatewayConfig
+from premier.errors import ConfigError
 
 __all__ = ["build", "load_app", "serve", "worker_app"]
 
@@ -75,10 +77,23 @@ def build(file: str, app: str | None = None, *, reload_config: bool = False, con
 
 def worker_app() -> Any:
     """Each worker's app when ``--workers`` is above 1 (uvicorn imports it by name in every process)."""
-    return build(
-        os.environ["PREMIER_SERVE_FILE"], os.environ.get("PREMIER_SERVE_APP") or None,
-        reload_config=os.environ.get("PREMIER_SERVE_RELOAD") == "1",
-    )
+    try:
+        return build(
+            os.environ["PREMIER_SERVE_FILE"], os.environ.get("PREMIER_SERVE_APP") or None,
+            reload_config=os.environ.get("PREMIER_SERVE_RELOAD") == "1",
+        )
+    except ConfigError as exc:  # e.g. a worker restarted (SIGHUP) on a file broken since: no traceback
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+class _HandshakeAnswered(logging.Filter):
+    """uvicorn's websockets-sansio protocol (0.54) logs "ASGI callable returned without completing
+    handshake" after a handshake answered with ``websocket.http.response`` (how the gateway refuses one
+    with 429 or 502): a false alarm for every refused connection, so it is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
 
 
 def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
@@ -97,6 +112,8 @@ def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
         return 2
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["premier"] = {"handlers": ["default"], "level": args.log_level.upper(), "propagate": False}
+    log_config.setdefault("filters", {})["handshake_answered"] = {"()": _HandshakeAnswered}
+    log_config["handlers"]["default"].setdefault("filters", []).append("handshake_answered")
     options: dict[str, Any] = {
         "host": args.host, "port": args.port, "log_level": args.log_level, "log_config": log_config,
         "access_log": args.access_log, "lifespan": "on", "ws": "websockets-sansio",

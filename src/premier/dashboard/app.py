@@ -12,8 +12,8 @@ Security: everything but the page and its assets needs the token — as ``Author
 through ``api/login``, which sets an HttpOnly, SameSite=Strict session cookie; a POST authenticated by
 that cookie must also carry the session's CSRF token in ``X-CSRF-Token``. Only with ``open_on_loopback``,
 and only for a loopback client talking to a loopback address, is no token needed. The token is compared
-in constant time, never logged and never shown (the configuration view leaves it out). Failed logins are
-limited per client address.
+in constant time, never logged and never shown (the configuration view leaves it out). Ten wrong tokens
+(login or bearer) in a minute lock the client's address out of the API and metrics for the minute.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ logger = logging.getLogger("premier")
 MAX_BODY = 1024 * 1024
 SESSION_SECONDS = 12 * 3600
 MAX_SESSIONS = 1000
-LOGIN_FAILURES_PER_MINUTE = 10
+FAILURES_PER_MINUTE = 10
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 _SECURITY_HEADERS = [
@@ -97,6 +97,8 @@ class DashboardApp:
         settings = self._settings()
         path: str = scope["path"]
         method: str = scope["method"]
+        if self._locked_out(scope) and not path.startswith(settings.path + "/static/") and path != settings.path + "/":
+            return await _error(send, 429, "too many failed attempts; try again in a minute")
         if path == settings.metrics_path:
             if not self._authorized(scope, settings, csrf_checked=False):
                 return await _error(send, 401, "a bearer token is required")
@@ -169,7 +171,10 @@ class DashboardApp:
         token = settings.token
         authorization = _header(scope, b"authorization")
         if token and authorization and authorization[:7].lower() == "bearer ":
-            return hmac.compare_digest(authorization[7:].strip().encode(), token.encode())
+            if hmac.compare_digest(authorization[7:].strip().encode(), token.encode()):
+                return True
+            self._failed(scope)
+            return False
         session = self._session(scope)
         if session is None:
             return False
@@ -184,24 +189,33 @@ class DashboardApp:
             return None
         return session
 
-    async def _login(self, scope: Scope, receive: Receive, send: Send, settings: DashboardConfig) -> None:
+    def _locked_out(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        failures = self._failures.get(client[0] if client else "")
+        if not failures:
+            return False
+        recent = [t for t in failures if t > time.time() - 60]
+        failures[:] = recent
+        return len(recent) >= FAILURES_PER_MINUTE
+
+    def _failed(self, scope: Scope) -> None:
+        """Counts a wrong token (login or bearer) against the client's address."""
         client = scope.get("client")
         address = client[0] if client else ""
-        now = time.time()
-        failures = [t for t in self._failures.get(address, []) if t > now - 60]
-        if len(failures) >= LOGIN_FAILURES_PER_MINUTE:
-            return await _error(send, 429, "too many failed logins; try again in a minute")
+        self._failures.setdefault(address, []).append(time.time())
+        self._failures.move_to_end(address)
+        while len(self._failures) > 10_000:
+            self._failures.popitem(last=False)
+        logger.warning("dashboard: wrong token from %s", address or "-")
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send, settings: DashboardConfig) -> None:
         request = await _read_json(receive, send)
         if request is None:
             return None
         given = request.get("token")
+        now = time.time()
         if not (isinstance(given, str) and settings.token and hmac.compare_digest(given.encode(), settings.token.encode())):
-            failures.append(now)
-            self._failures[address] = failures
-            self._failures.move_to_end(address)
-            while len(self._failures) > 10_000:
-                self._failures.popitem(last=False)
-            logger.warning("dashboard: failed login from %s", address or "-")
+            self._failed(scope)
             return await _error(send, 401, "wrong token")
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         self._sessions[sid] = _Session(csrf, now + SESSION_SECONDS)
