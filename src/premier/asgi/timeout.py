@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from collections import deque
+from threading import get_ident
 from typing import Any
 
 from premier.asgi.chain import Step
@@ -36,7 +37,7 @@ class TimeoutStep:
     handle).
     """
 
-    __slots__ = ("body", "loop", "next", "pending", "seconds", "status", "timer")
+    __slots__ = ("body", "loop", "next", "pending", "seconds", "status", "thread", "timer")
 
     def __init__(self, next: Step, config: TimeoutConfig) -> None:
         self.next = next
@@ -46,12 +47,20 @@ class TimeoutStep:
         self.pending: deque[_Deadline] = deque()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.thread = 0
 
     async def __call__(self, ex: Exchange) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop:  # first request, or a new event loop: start a fresh queue
-            self.loop, self.pending, self.timer = loop, deque(), None
-        deadline = _Deadline(ex, asyncio.current_task(loop), loop.time() + self.seconds)
+        # The loop of the last request, if this is its thread and a task of it runs now: on Python 3.11
+        # asyncio.get_running_loop() costs a getpid() system call, so it is asked only when that fails.
+        loop = self.loop
+        task = asyncio.current_task(loop) if loop is not None and get_ident() == self.thread else None
+        if task is None:
+            loop = asyncio.get_running_loop()
+            if loop is not self.loop:  # first request, or a new event loop: start a fresh queue
+                self.loop, self.pending, self.timer, self.thread = loop, deque(), None, get_ident()
+            task = asyncio.current_task(loop)
+        assert loop is not None
+        deadline = _Deadline(ex, task, loop.time() + self.seconds)
         pending = self.pending
         pending.append(deadline)
         if self.timer is None:
