@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,9 +46,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from plugin_http import cpu_seconds, free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MESSAGE = "x" * 64
 DIRECT, PLUGIN, STANDALONE = "direct (uvicorn echo app)", "plugin gateway", "standalone (premier serve)"
 
@@ -148,17 +148,6 @@ def client_main(url: str, connections: int, seconds: float) -> None:
 
 
 # -- the servers --------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def stop(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.terminate()
