@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -55,12 +56,18 @@ def uvicorn_server(app: str) -> Iterator[tuple[str, int]]:
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", process.pid
     finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Terminates ``process`` (killing it after 10 s) and reaps it."""
+    if process.poll() is None:
         process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -46,7 +46,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from plugin_http import cpu_seconds, free_port
+from plugin_http import cpu_seconds, free_port, stop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -148,16 +148,6 @@ def client_main(url: str, connections: int, seconds: float) -> None:
 
 
 # -- the servers --------------------------------------------------------------------------------------------
-def stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @contextmanager
 def server(name: str, argv: list[str], port: int, workdir: Path) -> Iterator[int]:
     """Runs ``argv`` (a server on ``port``) until the block ends; yields its pid. Output goes to a log in
