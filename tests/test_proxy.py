@@ -360,3 +360,29 @@ def test_a_malformed_backend_answer_is_a_502() -> None:
         status, _, body = request(url, "/")
     listener.close()
     assert status == 502 and "invalid HTTP response" in json.loads(body)["error"]
+
+
+def test_a_backend_that_stops_reading_an_upload_gets_a_504_not_a_hang() -> None:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+
+    def read_the_head_only() -> None:
+        connection, _ = listener.accept()
+        accepted.append(connection)
+        connection.recv(1024)  # and never again: the body fills the buffers
+
+    threading.Thread(target=read_the_head_only, daemon=True).start()
+    cfg = config([f"http://127.0.0.1:{listener.getsockname()[1]}"], upstream={"read_timeout": 0.5})
+    with gateway(cfg) as url:
+        started = time.monotonic()
+        status, _, body = request(url, "/upload", method="POST", body=b"x" * (32 * 1024 * 1024))
+        elapsed = time.monotonic() - started
+    for connection in accepted:
+        connection.close()
+    listener.close()
+    assert status == 504 and "no response within 0.5 s" in json.loads(body)["error"]
+    assert elapsed < 10
+

@@ -123,3 +123,52 @@ def test_no_healthy_backend_gives_none(clock: FakeClock) -> None:
     for backend in pool.backends:
         backend.health.failure(clock())
     assert pool.pick() is None
+
+
+async def test_a_cancelled_attempt_gives_its_half_open_probe_back(clock: FakeClock) -> None:
+    """A route timeout cancelling a request while it connects must not keep the backend's only
+    half-open probe: the backend would never be tried again."""
+    import asyncio
+    import contextlib
+    import socket
+
+    from premier.asgi.client import ClientIdentity
+    from premier.proxy import ReverseProxy
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    for _ in range(4):  # fill the accept queue: later connections hang in the handshake
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(address)
+        fillers.append(filler)
+    try:
+        upstream = UpstreamConfig(passive_health=PassiveHealthConfig(failure_threshold=1, recovery_timeout=10))
+        pool = UpstreamPool([ServerConfig(f"http://127.0.0.1:{address[1]}")], upstream, clock=clock)
+        (backend,) = pool.backends
+        backend.health.failure(clock())
+        clock.advance(10)  # half-open: one probe allowed
+        proxy = ReverseProxy(pool, identity=ClientIdentity())
+        scope = {"type": "http", "method": "GET", "path": "/", "raw_path": b"/", "query_string": b"",
+                 "headers": [], "client": ("127.0.0.1", 1), "scheme": "http"}
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: object) -> None:
+            pass
+
+        task = asyncio.create_task(proxy(scope, receive, send))
+        await asyncio.sleep(0.2)
+        assert not backend.health.available(clock())  # the probe is out
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert backend.health.available(clock())  # and back
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -369,3 +369,16 @@ async def test_the_relay_forwards_the_clients_headers_and_sets_forwarding_ones(o
     assert headers["x-forwarded-proto"] == "http"
     assert headers["x-forwarded-host"] == url.removeprefix("ws://")
     assert headers["host"] == f"127.0.0.1:{origin.port}"
+
+
+async def test_a_handshake_with_a_fragment_in_its_query_is_relayed(origins: tuple[Process, Process]) -> None:
+    """uvicorn's WebSocket protocol passes a ``#...`` on in the query string: the relay escapes it
+    rather than failing the handshake with a 500 (which also used to lose a half-open probe)."""
+    with gateway(standalone([origins[0].url])) as (url, _):
+        host, port = url.removeprefix("ws://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /ws/headers?a=1#frag HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 101")

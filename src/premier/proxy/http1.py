@@ -77,10 +77,16 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    async def drain(self) -> None:
-        """Wait while the backend reads the request body slower than the client sends it."""
-        if self._drain is not None:
-            await self._drain
+    async def drain(self, timeout: float) -> None:
+        """Wait while the backend reads the request body slower than the client sends it (at most
+        ``timeout`` seconds without progress: then :class:`UpstreamTimeout`)."""
+        drain = self._drain
+        if drain is not None:
+            timer = self.loop.call_later(timeout, _expire, drain)
+            try:
+                await drain
+            finally:
+                timer.cancel()
         if self.error is not None and not self.received:
             raise self.error
 
@@ -156,6 +162,9 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.error = UpstreamClosed(f"invalid HTTP response from the backend ({exc})")
             self.abort()
+        drain = self._drain
+        if self.head_done and drain is not None and not drain.done():
+            drain.set_result(None)  # answered while the body was still going up: stop waiting to send it
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -125,13 +125,16 @@ class ReverseProxy:
             except OSError as exc:
                 health.failure(pool.clock())
                 raise AttemptFailed(502, _describe(exc), failover=True) from None
+            except BaseException:
+                health.abandoned()  # cancelled (a route timeout): no verdict, but a half-open probe is given back
+                raise
             backend.in_flight += 1
             try:
                 connection.start_response(head_only=method == "HEAD")
                 connection.write(request)
                 connection.request_sent = not body
                 if body:
-                    await _send_body(connection, receive, body == _CHUNKED)
+                    await _send_body(connection, receive, body == _CHUNKED, self.read_timeout)
                 await connection.read_head(self.read_timeout)
             except UpstreamClosed as exc:
                 backend.in_flight -= 1
@@ -157,6 +160,7 @@ class ReverseProxy:
             finally:
                 backend.in_flight -= 1
             return
+        health.failure(pool.clock())
         raise AttemptFailed(502, "the backend closed fresh connections before answering", failover=replayable)
 
     async def _respond(self, backend: Backend, connection: UpstreamConnection, send: Send, receive: Receive) -> None:
@@ -182,8 +186,10 @@ class ReverseProxy:
             connection.abort()
             if watcher is not None and watcher.done() and not watcher.cancelled():
                 return  # the client left: the stream was cut on purpose
-            logger.warning("upstream %s: %s after the response started; aborting the client's connection", backend.url, exc)
-            raise
+            # Returning with the response unfinished makes the server close the client's connection (with
+            # one log line of its own, not the traceback an exception would bring).
+            logger.warning("upstream %s: %s after the response started; closing the client's connection", backend.url, exc)
+            return
         except BaseException:
             connection.abort()
             raise
@@ -226,8 +232,9 @@ class ReverseProxy:
         return b"".join(lines), host if self.preserve_host else None, body
 
 
-async def _send_body(connection: UpstreamConnection, receive: Receive, chunked: bool) -> None:
-    """Streams the client's request body to the backend, waiting whenever the backend reads slower."""
+async def _send_body(connection: UpstreamConnection, receive: Receive, chunked: bool, timeout: float) -> None:
+    """Streams the client's request body to the backend, waiting whenever the backend reads slower (at
+    most ``timeout`` seconds without progress)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -241,7 +248,7 @@ async def _send_body(connection: UpstreamConnection, receive: Receive, chunked: 
                 connection.write(b"\r\n")
             else:
                 connection.write(chunk)
-            await connection.drain()
+            await connection.drain(timeout)
             if connection.head_done:
                 return  # the backend answered early (413...): the rest is not needed
         if not message.get("more_body", False):
@@ -333,6 +340,8 @@ def upstream_target(scope: Scope, strip_prefix: str | None) -> bytes:
         elif path.startswith(strip_prefix) and path[len(strip_prefix):len(strip_prefix) + 1] in ("", "/"):
             raw = quote(path[len(strip_prefix):] or "/").encode("ascii")
     query: bytes = scope.get("query_string", b"")
+    if b"#" in query:  # a request target has no fragment (some servers pass one on): send it escaped
+        query = query.replace(b"#", b"%23")
     return raw + b"?" + query if query else raw
 
 

@@ -69,7 +69,7 @@ class WebSocketRelay:
     async def _connect(self, scope: Scope, send: Send) -> tuple[Any, Backend] | None:
         """The backend's WebSocket (``None`` after answering the client's handshake with the failure)."""
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
         pool = self.pool
         target = upstream_target(scope, self.strip_prefix).decode("latin-1")
@@ -92,10 +92,13 @@ class WebSocketRelay:
                 failed = status >= 500
                 (backend.health.failure if failed else backend.health.success)(pool.clock())
                 refused = AttemptFailed(status, f"the backend answered the handshake with {status}", failover=failed)
-            except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+            except (OSError, asyncio.TimeoutError, InvalidHandshake, WebSocketException) as exc:
                 backend.health.failure(pool.clock())
                 timed_out = isinstance(exc, asyncio.TimeoutError)
                 refused = AttemptFailed(504 if timed_out else 502, _describe(exc), failover=True)
+            except BaseException:
+                backend.health.abandoned()  # cancelled: no verdict, but a half-open probe is given back
+                raise
             else:
                 backend.health.success(pool.clock())
                 backend.in_flight += 1
