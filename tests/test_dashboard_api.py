@@ -316,3 +316,60 @@ def test_the_page_lives_behind_a_trailing_slash() -> None:
         assert "default-src 'self'" in headers["content-security-policy"]
         status, headers, _, _ = client.request("GET", f"{P}/static/app.js")
         assert status == 200 and headers["content-type"].startswith("text/javascript")
+
+
+def test_open_on_loopback_does_not_open_for_forwarded_requests() -> None:
+    cfg = "premier: {dashboard: {open_on_loopback: true, token: " + TOKEN + "}}"
+    with running(cfg) as (client, _):
+        assert client.request("GET", f"{P}/api/stats")[0] == 200
+        # a local proxy relaying someone else: not the loopback client the setting trusts
+        assert client.request("GET", f"{P}/api/stats", headers={"X-Forwarded-For": "203.0.113.5"})[0] == 401
+        assert client.json("POST", f"{P}/api/config", {"yaml": "premier: {}"},
+                           X_Forwarded_For="203.0.113.5")[0] == 401
+    # a peer that is a trusted proxy speaks for others, forwarding header or not
+    with running(cfg.replace("premier: {", "premier: {trusted_proxies: [127.0.0.1], ")) as (client, _):
+        assert client.request("GET", f"{P}/api/stats")[0] == 401
+
+
+def test_an_edit_cannot_read_the_servers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_DB_PASSWORD", "hunter2")
+    with running() as (client, gateway):
+        text = YAML.replace("premier:\n", 'premier:\n  keyspace: "${SECRET_DB_PASSWORD}"\n')
+        status, result = client.json("POST", f"{P}/api/config", {"yaml": text}, Authorization=f"Bearer {TOKEN}")
+        assert status == 400 and "SECRET_DB_PASSWORD" in result["errors"][0]["message"]
+        assert result["errors"][0]["line"] == 2
+        assert gateway.config.keyspace != "hunter2"
+
+
+def test_a_literal_token_in_the_file_is_masked_and_never_saved_masked(tmp_path: Path) -> None:
+    config_file = tmp_path / "gateway.yaml"
+    original = YAML.replace("slow_threshold: 0.2}", "slow_threshold: 0.2, save_config: true}")
+    config_file.write_text(original)
+    config_file.chmod(0o644)
+    with running(config_file=config_file) as (client, gateway):
+        view = client.json("GET", f"{P}/api/config", Authorization=f"Bearer {TOKEN}")[1]
+        assert TOKEN not in view["yaml"] and 'token: "********"' in view["yaml"]
+        edited = view["yaml"].replace("quota: 3", "quota: 4")
+        assert client.json("POST", f"{P}/api/config", {"yaml": edited}, Authorization=f"Bearer {TOKEN}")[0] == 200
+        assert gateway.config.dashboard is not None and gateway.config.dashboard.token == TOKEN  # kept
+        status, result = client.json("POST", f"{P}/api/config", {"yaml": edited, "save": True},
+                                     Authorization=f"Bearer {TOKEN}")
+        assert status == 400 and "no dashboard token of its own" in result["errors"][0]["message"]
+        assert config_file.read_text() == original  # neither saved nor half-done
+        own = edited.replace('"********"', f'"{TOKEN}"').replace("quota: 4", "quota: 5")
+        assert client.json("POST", f"{P}/api/config", {"yaml": own, "save": True}, Authorization=f"Bearer {TOKEN}")[0] == 200
+    assert config_file.read_text() == own and config_file.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_session_is_valid_in_every_worker() -> None:
+    """Sessions are signed with the token, not stored: another process with the same configuration
+    (here, a second gateway) accepts the cookie and its CSRF token."""
+    with running() as (first, _), running() as (second, _):
+        _, _, body, _ = first.request("POST", f"{P}/api/login", {"token": TOKEN})
+        csrf = json.loads(body)["csrf"]
+        second.cookies = dict(first.cookies)
+        assert second.request("GET", f"{P}/api/stats")[0] == 200
+        assert second.json("POST", f"{P}/api/config/validate", {"yaml": "premier: {}"}, X_CSRF_Token=csrf)[0] == 200
+        cookie = first.cookies["premier_session"]
+        second.cookies["premier_session"] = cookie[:-1] + ("0" if cookie[-1] != "0" else "1")  # tampered
+        assert second.request("GET", f"{P}/api/stats")[0] == 401

@@ -159,3 +159,19 @@ async def test_a_refused_websocket_handshake_is_not_logged_as_an_error(tmp_path:
             else:
                 raise AssertionError("the second connection was not refused")
     assert "without completing handshake" not in log.read_text()
+
+
+def test_plugin_mode_serves_an_app_without_lifespan_support(tmp_path: Path) -> None:
+    (tmp_path / "plain.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    assert scope['type'] == 'http'  # no lifespan support at all\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': b'plain'})\n"
+    )
+    config = tmp_path / "gateway.yaml"
+    config.write_text("premier:\n  keyspace: plain\n")
+    port = free_port()
+    args = [sys.executable, "-m", "premier.cli", "serve", str(config), "--app", f"{tmp_path / 'plain.py'}:app",
+            "--port", str(port), "--log-level", "warning"]
+    with Process(args, port):
+        assert get(port, "/")[2] == b"plain"

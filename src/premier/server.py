@@ -116,7 +116,11 @@ def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     log_config["handlers"]["default"].setdefault("filters", []).append("handshake_answered")
     options: dict[str, Any] = {
         "host": args.host, "port": args.port, "log_level": args.log_level, "log_config": log_config,
-        "access_log": args.access_log, "lifespan": "on", "ws": "websockets-sansio",
+        "access_log": args.access_log, "ws": "websockets-sansio",
+        # standalone: the gateway itself answers the lifespan; an app may not support it
+        "lifespan": "auto" if args.app else "on",
+        # an open dashboard stream (or any long request) must not hold a SIGTERM off for ever
+        "timeout_graceful_shutdown": 5,
         # X-Forwarded-For is believed only from the config's trusted_proxies, not from uvicorn's defaults
         "proxy_headers": False,
     }

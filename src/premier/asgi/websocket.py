@@ -160,7 +160,7 @@ class _Connection:
         if kind == "websocket.receive":
             event = self.event
             data = message.get("bytes")
-            size = len(data) if data is not None else len(message.get("text") or "")
+            size = len(data) if data is not None else len((message.get("text") or "").encode())
             event.messages_in += 1
             event.bytes_in += size
             self._touch()
@@ -185,7 +185,7 @@ class _Connection:
         if kind == "websocket.send":
             data = message.get("bytes")
             self.event.messages_out += 1
-            self.event.bytes_out += len(data) if data is not None else len(message.get("text") or "")
+            self.event.bytes_out += len(data) if data is not None else len((message.get("text") or "").encode())
             self._touch()
         elif kind == "websocket.accept":
             self.event.accepted = True

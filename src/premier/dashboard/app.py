@@ -19,12 +19,16 @@ in constant time, never logged and never shown (the configuration view leaves it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections import OrderedDict
@@ -34,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import Receive, Scope, Send, error_body, send_error
 from premier.config.dump import to_yaml
 from premier.config.loader import issue_line, load_dict
@@ -48,7 +53,6 @@ logger = logging.getLogger("premier")
 
 MAX_BODY = 1024 * 1024
 SESSION_SECONDS = 12 * 3600
-MAX_SESSIONS = 1000
 FAILURES_PER_MINUTE = 10
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
@@ -60,14 +64,9 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 _LOOPBACK = ("127.", "::1", "localhost")
-
-
-class _Session:
-    __slots__ = ("csrf", "expires")
-
-    def __init__(self, csrf: str, expires: float) -> None:
-        self.csrf = csrf
-        self.expires = expires
+_FORWARDING = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
+_MASK = "********"  # stands for the running token in the configuration view
+_ENV_NAME = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class DashboardApp:
@@ -83,8 +82,8 @@ class DashboardApp:
         self.source = Path(source) if source is not None else None
         self.stats = StatsCollector(slow_threshold=settings.slow_threshold)
         gateway.events.subscribe(self.stats)
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._identity: tuple[Any, ClientIdentity] | None = None
 
     def _settings(self) -> DashboardConfig:
         return self.gateway.config.dashboard or DashboardConfig()  # (not served then: nothing is authorized)
@@ -150,20 +149,43 @@ class DashboardApp:
             save = bool(request.get("save"))
             if save and not self._can_save(settings):
                 return await _error(send, 403, "saving is not enabled (dashboard.save_config and a configuration file)")
+            if save:
+                problem = self._unsaveable(text, config)
+                if problem is None:
+                    try:
+                        self._save(text)
+                    except OSError as exc:
+                        problem = f"could not save {self.source}: {exc.strerror or exc}"
+                if problem is not None:  # nothing applied either: what runs is what the file says
+                    return await _json(send, 400, {"ok": False, "errors": [{"path": "", "message": problem, "line": None}]})
             self.gateway.reload(config)
             logger.info("configuration applied from the dashboard (%d path policies)", len(config.paths))
-            if save:
-                self._save(text)
             return await _json(send, 200, {"ok": True, "saved": save})
         return await _error(send, 404 if method == "GET" else 405, "no such endpoint")
 
     # authentication ----------------------------------------------------------------------------------
 
     def _open(self, scope: Scope, settings: DashboardConfig) -> bool:
+        """Whether this request needs no token: ``open_on_loopback``, a loopback client on a loopback
+        address, and nothing forwarded (a local proxy may be relaying anyone)."""
         if not settings.open_on_loopback:
             return False
         server, client = scope.get("server"), scope.get("client")
-        return bool(server and client and str(server[0]).startswith(_LOOPBACK) and str(client[0]).startswith(_LOOPBACK))
+        if not (server and client and str(server[0]).startswith(_LOOPBACK) and str(client[0]).startswith(_LOOPBACK)):
+            return False
+        if self._client_identity().trusts(str(client[0])):
+            return False
+        return not any(name in _FORWARDING for name, _ in scope["headers"])
+
+    def _client_identity(self) -> ClientIdentity:
+        config = self.gateway.config
+        if self._identity is None or self._identity[0] is not config:
+            self._identity = (config, ClientIdentity(config.trusted_proxies))
+        return self._identity[1]
+
+    def _address(self, scope: Scope) -> str:
+        """The client's address as the rate limits see it (behind trusted proxies, the forwarded one)."""
+        return self._client_identity().address(scope)
 
     def _authorized(self, scope: Scope, settings: DashboardConfig, *, csrf_checked: bool) -> bool:
         if self._open(scope, settings):
@@ -175,23 +197,30 @@ class DashboardApp:
                 return True
             self._failed(scope)
             return False
-        session = self._session(scope)
-        if session is None:
+        csrf = self._session(scope)
+        if csrf is None:
             return False
         if csrf_checked:
-            return hmac.compare_digest((_header(scope, b"x-csrf-token") or "").encode(), session.csrf.encode())
+            return hmac.compare_digest((_header(scope, b"x-csrf-token") or "").encode(), csrf.encode())
         return True
 
-    def _session(self, scope: Scope) -> _Session | None:
+    def _session(self, scope: Scope) -> str | None:
+        """The CSRF token of the request's valid session cookie, if it has one. Sessions are signed with
+        the dashboard token, not stored: every worker process accepts them, and changing the token ends
+        them all."""
         sid = _cookies(scope).get("premier_session")
-        session = self._sessions.get(sid) if sid else None
-        if session is None or session.expires < time.time():
+        token = self._settings().token
+        if not sid or not token or sid.count(".") != 2:
             return None
-        return session
+        expires, nonce, signature = sid.split(".")
+        if not hmac.compare_digest(signature.encode(), _sign(token, f"{expires}.{nonce}").encode()):
+            return None
+        if not expires.isdigit() or int(expires) < time.time():
+            return None
+        return _sign(token, "csrf:" + sid)
 
     def _locked_out(self, scope: Scope) -> bool:
-        client = scope.get("client")
-        failures = self._failures.get(client[0] if client else "")
+        failures = self._failures.get(self._address(scope))
         if not failures:
             return False
         recent = [t for t in failures if t > time.time() - 60]
@@ -200,8 +229,7 @@ class DashboardApp:
 
     def _failed(self, scope: Scope) -> None:
         """Counts a wrong token (login or bearer) against the client's address."""
-        client = scope.get("client")
-        address = client[0] if client else ""
+        address = self._address(scope)
         self._failures.setdefault(address, []).append(time.time())
         self._failures.move_to_end(address)
         while len(self._failures) > 10_000:
@@ -217,10 +245,9 @@ class DashboardApp:
         if not (isinstance(given, str) and settings.token and hmac.compare_digest(given.encode(), settings.token.encode())):
             self._failed(scope)
             return await _error(send, 401, "wrong token")
-        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        self._sessions[sid] = _Session(csrf, now + SESSION_SECONDS)
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        payload = f"{int(now + SESSION_SECONDS)}.{secrets.token_urlsafe(16)}"
+        sid = f"{payload}.{_sign(settings.token, payload)}"
+        csrf = _sign(settings.token, "csrf:" + sid)
         cookie_path = settings.path.encode()
         body = json.dumps({"ok": True, "csrf": csrf}).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [
@@ -271,7 +298,11 @@ class DashboardApp:
             try:
                 text = self.source.read_text(encoding="utf-8")
                 if GatewayConfig.from_yaml(text) == running:
-                    return text  # the file as written: comments and ${VAR} references kept
+                    # the file as written (comments and ${VAR} references kept), but never the token itself
+                    token = running.dashboard.token if running.dashboard else None
+                    if not token:
+                        return text
+                    return re.sub(r"(token\s*:\s*[\"']?)" + re.escape(token), lambda m: m.group(1) + _MASK, text)
             except (OSError, ValueError):
                 pass
         return to_yaml(running)
@@ -283,10 +314,15 @@ class DashboardApp:
             mark = getattr(exc, "problem_mark", None)
             return None, [{"path": "", "message": f"YAML syntax error: {getattr(exc, 'problem', exc)}",
                            "line": mark.line + 1 if mark else None}]
+        unknown = sorted(set(_ENV_NAME.findall(text)) - self._env_names())
+        if unknown:
+            return None, [{"path": "", "line": text[:text.index("${" + name)].count("\n") + 1,
+                           "message": f"${{{name}}}: only environment variables the configuration file already "
+                                      "uses can be referenced from the dashboard"} for name in unknown]
         running = self.gateway.config.dashboard
         section = data.get("premier") if isinstance(data, dict) else None
         dashboard = section.get("dashboard") if isinstance(section, dict) else None
-        if isinstance(dashboard, dict) and "token" not in dashboard and running is not None and running.token:
+        if isinstance(dashboard, dict) and dashboard.get("token", _MASK) == _MASK and running is not None and running.token:
             dashboard["token"] = running.token  # the view leaves the secret out; an edit keeps it
         try:
             return load_dict(data), []
@@ -294,18 +330,50 @@ class DashboardApp:
             return None, [{"path": i.path, "message": i.message, "line": issue_line(text, i.path) if i.path else None}
                           for i in exc.issues]
 
+    def _env_names(self) -> set[str]:
+        """The environment variables the configuration file references (the dashboard may use those,
+        and no others: an edit must not read the server's environment)."""
+        try:
+            return set(_ENV_NAME.findall(self.source.read_text(encoding="utf-8"))) if self.source else set()
+        except OSError:
+            return set()
+
     def _can_save(self, settings: DashboardConfig) -> bool:
         return settings.save_config and self.source is not None
 
+    def _unsaveable(self, text: str, config: GatewayConfig) -> str | None:
+        """Why ``text`` must not be written to the file: it would not load back as ``config``."""
+        data = yaml.safe_load(text)
+        section = data.get("premier") if isinstance(data, dict) else None
+        dashboard = section.get("dashboard") if isinstance(section, dict) else None
+        if config.dashboard is not None and config.dashboard.token and (
+            not isinstance(dashboard, dict) or dashboard.get("token", _MASK) == _MASK
+        ):
+            return ('the text has no dashboard token of its own (the view hides it): write one, e.g. '
+                    'token: "${PREMIER_DASHBOARD_TOKEN}", before saving')
+        return None
+
     def _save(self, text: str) -> None:
         assert self.source is not None
+        mode = 0o644
         if self.source.exists():
+            mode = stat.S_IMODE(self.source.stat().st_mode)
             shutil.copy2(self.source, self.source.with_name(self.source.name + ".bak"))
         handle, temporary = tempfile.mkstemp(dir=self.source.parent, prefix=f".{self.source.name}.")
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, self.source)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+            os.chmod(temporary, mode)  # the file keeps its permissions (mkstemp makes it 0600)
+            os.replace(temporary, self.source)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         logger.info("configuration saved to %s (previous version in %s.bak)", self.source, self.source.name)
+
+
+def _sign(key: str, message: str) -> str:
+    return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
