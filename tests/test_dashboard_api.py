@@ -41,7 +41,7 @@ premier:
   paths:
     - pattern: "/limited/*"
       features:
-        rate_limit: {{quota: 3, duration: 60, key: global, error_status: 503}}
+        rate_limit: {{quota: 3, duration: 60, key: global, error_status: 503, algorithm: sliding_window}}
     - pattern: "/cached/*"
       features:
         cache: {{expire_s: 60}}

@@ -73,7 +73,7 @@ premier:
         timeout: {{seconds: 0.3}}
     - pattern: /api/*
       features:
-        rate_limit: {{quota: 1000, duration: 3600, key: "header:X-Client"}}
+        rate_limit: {{quota: 1000, duration: 3600, key: "header:X-Client", algorithm: sliding_window}}
 """
 
 

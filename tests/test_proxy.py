@@ -320,7 +320,7 @@ def test_a_cache_hit_never_reaches_a_backend(backends: tuple[Process, Process]) 
 
 def test_rate_limit_applies_before_the_backend(backends: tuple[Process, Process]) -> None:
     b1, _ = backends
-    cfg = config([b1.url], paths=[{"pattern": "/*", "features": {"rate_limit": {"quota": 2, "duration": 60}}}])
+    cfg = config([b1.url], paths=[{"pattern": "/*", "features": {"rate_limit": {"quota": 2, "duration": 60, "algorithm": "sliding_window"}}}])
     with gateway(cfg) as url:
         statuses = [request(url, "/")[0] for _ in range(3)]
     assert statuses == [200, 200, 429]

@@ -91,7 +91,7 @@ async def test_plugin_mode_echoes_text_binary_and_large_messages() -> None:
 
 
 async def test_connection_attempts_are_rate_limited_with_a_429_at_handshake() -> None:
-    cfg = config({"rate_limit": {"quota": 2, "duration": 60}})
+    cfg = config({"rate_limit": {"quota": 2, "duration": 60, "algorithm": "sliding_window"}})
     with gateway(cfg, app=echo_app) as (url, _):
         for _ in range(2):
             async with connect(url + "/ws"):
@@ -285,7 +285,7 @@ async def test_a_thousand_connect_close_cycles_leak_no_tasks_or_sockets(origins:
 
 
 async def test_standalone_connection_rate_limit(origins: tuple[Process, Process]) -> None:
-    with gateway(standalone([origins[0].url], {"rate_limit": {"quota": 1, "duration": 60}})) as (url, _):
+    with gateway(standalone([origins[0].url], {"rate_limit": {"quota": 1, "duration": 60, "algorithm": "sliding_window"}})) as (url, _):
         async with connect(url + "/ws"):
             pass
         with pytest.raises(InvalidStatus) as refused:
@@ -321,7 +321,7 @@ async def test_a_slow_client_does_not_make_the_gateway_buffer(tmp_path: Path) ->
 
 async def test_without_the_http_response_extension_a_refused_attempt_is_closed_before_accept() -> None:
     """Servers without ``websocket.http.response`` answer a close before accepting with 403."""
-    gateway = ASGIGateway(config({"rate_limit": {"quota": 1, "duration": 60}}), app=echo_app)
+    gateway = ASGIGateway(config({"rate_limit": {"quota": 1, "duration": 60, "algorithm": "sliding_window"}}), app=echo_app)
     scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "query_string": b"", "headers": [],
              "client": ("10.0.0.1", 5000), "subprotocols": []}
     outcomes = []
