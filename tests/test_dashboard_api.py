@@ -373,3 +373,24 @@ def test_a_session_is_valid_in_every_worker() -> None:
         cookie = first.cookies["premier_session"]
         second.cookies["premier_session"] = cookie[:-1] + ("0" if cookie[-1] != "0" else "1")  # tampered
         assert second.request("GET", f"{P}/api/stats")[0] == 401
+
+
+def test_metrics_pass_promtool() -> None:
+    """The exposition passes Prometheus' own checker (Debian's ``prometheus`` package; CI installs it)."""
+    import os
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("PREMIER_REQUIRE_PROMTOOL") == "1":
+            pytest.fail("PREMIER_REQUIRE_PROMTOOL=1 but promtool is not installed (apt-get install prometheus)")
+        pytest.skip("promtool is not installed (apt-get install --no-install-recommends prometheus)")
+    yaml_text = YAML.replace('    - pattern: "/slow"', "    - pattern: '/q\"uote/*'\n      features: {monitoring: {}}\n    - pattern: \"/slow\"")
+    with running(yaml_text) as (client, _):
+        for path in ("/limited/1", "/cached/a", "/cached/a", "/q%22uote/1", "/slow", "/other"):
+            client.request("GET", path)
+        body = client.request("GET", "/metrics", headers=bearer())[2]
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert b'route="/q\\"uote/*"' in body  # the label escaped as the format requires
