@@ -386,3 +386,11 @@ def test_a_backend_that_stops_reading_an_upload_gets_a_504_not_a_hang() -> None:
     assert status == 504 and "no response within 0.5 s" in json.loads(body)["error"]
     assert elapsed < 10
 
+
+
+def test_servers_given_in_python_are_validated_like_the_yamls() -> None:
+    with pytest.raises(ValueError) as error:
+        ASGIGateway(GatewayConfig(), servers=["ftp://x", "http://ok:1", 5])  # type: ignore[list-item]
+    message = str(error.value)
+    assert "servers[0].url: must be an http:// or https:// URL" in message
+    assert "servers[2].url: must be a string" in message

@@ -14,6 +14,7 @@ from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import ASGIApp, Exchange, Message, Receive, Scope, Send, error_body, send_error
 from premier.asgi.policy import Route, compile_route
 from premier.asgi.router import Router
+from premier.config.loader import build
 from premier.config.schema import FeaturesConfig, GatewayConfig, PathConfig, ServerConfig
 from premier.errors import ConfigError, ConfigIssue
 from premier.observability.events import Events
@@ -71,8 +72,9 @@ class ASGIGateway:
     Without ``app`` the gateway is a reverse proxy (standalone mode) to ``servers`` (or the config's
     ``servers``; a path's own ``servers`` replace them for that path), load-balanced and health-checked
     as the config's ``upstream`` section says; it then answers the lifespan itself, starting the health
-    checks at startup and closing the backends' connections at shutdown. ``clock`` (monotonic seconds) times circuit
-    breakers; ``wall_clock`` (seconds since the epoch) dates HTTP cache entries (``Age``, freshness).
+    checks at startup and closing the backends' connections at shutdown.
+
+    ``clock`` (monotonic seconds) times circuit breakers; ``wall_clock`` (seconds since the epoch) dates HTTP cache entries (``Age``, freshness).
     Tests pass fake ones (the same fake as the provider's clock, so stored entries expire together).
     """
 
@@ -95,8 +97,7 @@ class ASGIGateway:
                 f"config must be a GatewayConfig (GatewayConfig.from_file(path) reads a file), got {type(config).__name__}"
             )
         if servers is not None:
-            config = dataclasses.replace(config, servers=tuple(ServerConfig(url) for url in servers))
-            _check_servers(config)
+            config = dataclasses.replace(config, servers=_servers(servers))
         if app is None and not config.servers and not (config.paths and all(path.servers for path in config.paths)):
             raise ConfigError(ConfigIssue(
                 "premier.servers", "standalone mode (no app= given) needs backend servers: pass servers=[...] or "
@@ -210,7 +211,7 @@ class ASGIGateway:
             return WebSocketPolicy(app, pattern, features, limiter=limiter, key_of=key_of, events=self.events,
                                    clock=self.clock)
 
-        def build(pattern: str, features: FeaturesConfig, path: PathConfig | None) -> Route:
+        def compile_path(pattern: str, features: FeaturesConfig, path: PathConfig | None) -> Route:
             return compile_route(
                 pattern, features, app=downstream(path), keyspace=config.keyspace, provider=self.provider,
                 identity=identity, events=self.events, clock=self.clock, wall_clock=self.wall_clock,
@@ -220,13 +221,14 @@ class ASGIGateway:
         routes: dict[str, Route] = {}
         ordered: list[tuple[str, Route]] = []
         for path in config.paths:
-            route = routes.get(path.pattern) or build(path.pattern, config.features_for(path), path)
-            routes[path.pattern] = route
-            websockets.setdefault(path.pattern, websocket(path.pattern, config.features_for(path), path))
-            ordered.append((path.pattern, route))
+            if path.pattern not in routes:  # (a repeated pattern is a config error; a Python-made config may have one)
+                features = config.features_for(path)
+                routes[path.pattern] = compile_path(path.pattern, features, path)
+                websockets[path.pattern] = websocket(path.pattern, features, path)
+            ordered.append((path.pattern, routes[path.pattern]))
         defaults = config.features_for(None)
-        default_route = build(_UNMATCHED, defaults, None) if defaults.enabled() else None
-        passthrough = default_route or build(_UNMATCHED, FeaturesConfig(), None)
+        default_route = compile_path(_UNMATCHED, defaults, None) if defaults.enabled() else None
+        passthrough = default_route or compile_path(_UNMATCHED, FeaturesConfig(), None)
         if default_route is not None:
             routes[_UNMATCHED] = default_route
         websockets[_UNMATCHED] = websocket(_UNMATCHED, defaults, None)
@@ -256,13 +258,8 @@ class ASGIGateway:
             return
         route, path, params = compiled.router.match(raw_path)
         if path is not raw_path and path != raw_path:
-            # The app sees the path the policy was chosen for, so they can never disagree. (The memo
-            # hands back the first request's string: an equal path is not a normalised one.) The
-            # proxy keeps the raw path, to send it byte for byte where that is safe.
-            scope = (
-                {**scope, "path": path, "raw_path": quote(path).encode("ascii")} if self.app is not None
-                else {**scope, "path": path}
-            )
+            # (The memo hands back the first request's string: an equal path is not a normalised one.)
+            scope = self._normalised(scope, path)
         if route is None:
             if not self.events.active:
                 await compiled.fallback(scope, receive, send)
@@ -276,11 +273,15 @@ class ASGIGateway:
         raw_path = scope["path"]
         route, path, _ = compiled.router.match(raw_path)
         if path != raw_path:
-            scope = (
-                {**scope, "path": path, "raw_path": quote(path).encode("ascii")} if self.app is not None
-                else {**scope, "path": path}
-            )
+            scope = self._normalised(scope, path)
         await compiled.websockets[route.pattern if route is not None else _UNMATCHED](scope, receive, send)
+
+    def _normalised(self, scope: Scope, path: str) -> Scope:
+        """The scope with the path the policy was chosen for: the app sees it, so they can never
+        disagree. The proxy keeps the raw path, to send it byte for byte where that is safe."""
+        if self.app is None:
+            return {**scope, "path": path}
+        return {**scope, "path": path, "raw_path": quote(path).encode("ascii")}
 
     async def _standalone_other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Standalone mode's lifespan (start health checks; close connections and storage at the end)."""
@@ -316,15 +317,18 @@ async def _close_pools(pools: Any) -> None:
         await pool.close()
 
 
-def _check_servers(config: GatewayConfig) -> None:
-    from premier.config.schema import _server_url
-
-    issues = [
-        ConfigIssue(f"servers[{i}]", problem) for i, server in enumerate(config.servers)
-        if (problem := _server_url(server.url))
-    ]
+def _servers(urls: list[str]) -> tuple[ServerConfig, ...]:
+    """``servers=[...]`` validated as the YAML's are, every problem reported."""
+    found: list[ServerConfig] = []
+    issues: list[ConfigIssue] = []
+    for i, url in enumerate(urls):
+        try:
+            found.append(build(ServerConfig, {"url": url}, path=f"servers[{i}]"))
+        except ConfigError as exc:
+            issues.extend(exc.issues)
     if issues:
         raise ConfigError(issues)
+    return tuple(found)
 
 
 class PremierMiddleware(ASGIGateway):

@@ -205,15 +205,15 @@ class StatsCollector:
             },
             "series": self.total.window.series(now),
             "routes": routes,
-            "breakers": _breakers(gateway, now) if gateway is not None else [],
+            "breakers": _breakers(gateway) if gateway is not None else [],
             "backends": _backends(gateway) if gateway is not None else [],
             "websockets": {"open": self.websockets_open, "total": self.websockets_total},
             "slow": list(self.slow)[::-1],
         }
 
 
-def _breakers(gateway: Any, now: float) -> list[dict[str, Any]]:
-    monotonic = gateway.clock()
+def _breakers(gateway: Any) -> list[dict[str, Any]]:
+    monotonic = gateway.clock()  # breakers run on the gateway's monotonic clock, not the stats' wall clock
     return [
         {"route": pattern, "state": route.breaker.state(monotonic)}
         for pattern, route in gateway.routes.items() if route.breaker is not None

@@ -33,7 +33,7 @@ from premier.asgi.exchange import Message, Receive, Scope, Send, error_body, sen
 from premier.proxy.http1 import UpstreamClosed, UpstreamConnection, UpstreamTimeout
 from premier.proxy.pool import Backend, UpstreamPool
 
-__all__ = ["AttemptFailed", "ReverseProxy", "forwarded_headers", "upstream_target"]
+__all__ = ["REWRITTEN_REQUEST_HEADERS", "AttemptFailed", "ReverseProxy", "forwarded_headers", "upstream_target"]
 
 logger = logging.getLogger("premier")
 
@@ -42,8 +42,9 @@ _HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"proxy-authenticate", b"proxy-authorization",
 })
-# request headers the proxy rewrites or must not pass on (uvicorn hands them over lower-cased)
-_REWRITTEN = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"expect"}
+# request headers the proxy rewrites or must not pass on (uvicorn hands them over lower-cased); the
+# WebSocket relay's list starts from this one
+REWRITTEN_REQUEST_HEADERS = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"expect"}
 _NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}
 
 _NO_BODY, _LENGTH, _CHUNKED = 0, 1, 2
@@ -205,7 +206,7 @@ class ReverseProxy:
         host = forwarded_for = forwarded_proto = forwarded_host = connection = None
         body = _NO_BODY
         for name, value in scope["headers"]:
-            if name in _REWRITTEN:
+            if name in REWRITTEN_REQUEST_HEADERS:
                 if name == b"host":
                     host = value
                 elif name == b"x-forwarded-for":

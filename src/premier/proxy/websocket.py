@@ -22,18 +22,18 @@ from typing import Any
 from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import Receive, Scope, Send, error_body
 from premier.proxy.pool import Backend, UpstreamPool
-from premier.proxy.reverse_proxy import AttemptFailed, forwarded_headers, upstream_target
+from premier.proxy.reverse_proxy import REWRITTEN_REQUEST_HEADERS, AttemptFailed, forwarded_headers, upstream_target
 
 __all__ = ["WebSocketRelay", "refuse"]
 
 logger = logging.getLogger("premier")
 
 BAD_GATEWAY = 1014
-_NOT_FORWARDED = frozenset({
-    b"host", b"connection", b"upgrade", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"proxy-authorization", b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
-    b"sec-websocket-protocol", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"content-length",
-})
+# besides what the HTTP proxy rewrites, the handshake's own headers: the client library sends the backend's
+_NOT_FORWARDED = REWRITTEN_REQUEST_HEADERS | {
+    b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol",
+    b"content-length",
+}
 # close codes a client cannot be sent (they only describe how a connection ended)
 _UNSENDABLE = {1005: 1000, 1006: BAD_GATEWAY, 1015: BAD_GATEWAY}
 
