@@ -1,5 +1,5 @@
-"""Real servers for tests: uvicorn serving an ASGI app on a free loopback port, in a thread; and servers
-in their own processes (the proxy's backends, ``premier serve``)."""
+"""Real servers for tests: uvicorn or Premier's own server running an ASGI app on a free loopback port,
+in a thread; and servers in their own processes (the proxy's backends, ``premier serve``)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,35 @@ def serve(app: Any, *, lifespan: str = "auto", ws: str = "none") -> Iterator[str
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
+
+
+@contextlib.contextmanager
+def serve_premier(app: Any, *, lifespan: str = "auto", **options: Any) -> Iterator[str]:
+    """Runs ``app`` under Premier's own HTTP/1.1 server (``premier.server.runner.Server``, with ``options``)
+    on 127.0.0.1 and yields its base URL; stops it after (gracefully, as on SIGTERM)."""
+    from premier.server.runner import Server, run_loop
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    server = Server(app, lifespan=lifespan, access_log=False, **options)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_loop(server.serve([sock], handle_signals=False))),
+                              daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the server did not start (exit {result})")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        thread.join(15)
         sock.close()
 
 

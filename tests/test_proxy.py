@@ -1,5 +1,5 @@
-"""Standalone mode end to end: real backend processes on loopback ports, the gateway under a real uvicorn,
-a real HTTP client."""
+"""Standalone mode end to end: real backend processes on loopback ports, the gateway under a real server
+(Premier's own, as ``premier serve`` runs standalone mode, and uvicorn), a real HTTP client."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
 
-from _servers import Process, backend, free_port, raw_get, serve
+from _servers import Process, backend, free_port, raw_get, serve, serve_premier
 from premier.asgi import ASGIGateway, GatewayConfig
 
 
@@ -32,10 +32,21 @@ def config(servers: Any, **premier: Any) -> GatewayConfig:
     return GatewayConfig.from_dict({"premier": {"servers": servers, **premier}})
 
 
-@contextmanager
-def gateway(cfg: GatewayConfig, **options: Any) -> Iterator[str]:
-    with serve(ASGIGateway(cfg, **options)) as url:
-        yield url
+Gateway = Callable[..., AbstractContextManager[str]]
+
+
+@pytest.fixture(params=["premier", "uvicorn"])
+def gateway(request: pytest.FixtureRequest) -> Gateway:
+    """``gateway(cfg, **options)``: the gateway served on a free port, under each server ``premier serve
+    --server`` offers (every test runs under both)."""
+    run = serve_premier if request.param == "premier" else serve
+
+    @contextmanager
+    def serving(cfg: GatewayConfig, **options: Any) -> Iterator[str]:
+        with run(ASGIGateway(cfg, **options)) as url:
+            yield url
+
+    return serving
 
 
 def request(
@@ -66,7 +77,7 @@ def headers_of(seen: dict[str, Any]) -> dict[str, str]:
 # --- balancing -----------------------------------------------------------------------------------------
 
 
-def test_round_robin_spreads_requests_evenly(backends: tuple[Process, Process]) -> None:
+def test_round_robin_spreads_requests_evenly(backends: tuple[Process, Process], gateway: Gateway) -> None:
     with gateway(config([b.url for b in backends])) as url:
         seen = [echo(url, "/")["backend"] for _ in range(10)]
     assert seen[:2] in (["b1", "b2"], ["b2", "b1"])
@@ -74,13 +85,13 @@ def test_round_robin_spreads_requests_evenly(backends: tuple[Process, Process]) 
     assert Counter(seen) == {"b1": 5, "b2": 5}
 
 
-def test_weights_share_requests_in_proportion(backends: tuple[Process, Process]) -> None:
+def test_weights_share_requests_in_proportion(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, b2 = backends
     with gateway(config([{"url": b1.url, "weight": 3}, b2.url])) as url:
         assert Counter(echo(url, "/")["backend"] for _ in range(40)) == {"b1": 30, "b2": 10}
 
 
-def test_least_connections_avoids_the_busy_backend(backends: tuple[Process, Process]) -> None:
+def test_least_connections_avoids_the_busy_backend(backends: tuple[Process, Process], gateway: Gateway) -> None:
     with gateway(config([b.url for b in backends], upstream={"load_balancing": "least_connections"})) as url:
         slow = ThreadPoolExecutor(1).submit(echo, url, "/slow?seconds=1")
         time.sleep(0.2)  # the slow request is in flight on one backend
@@ -92,7 +103,7 @@ def test_least_connections_avoids_the_busy_backend(backends: tuple[Process, Proc
 # --- what the backend receives ---------------------------------------------------------------------------
 
 
-def test_forwarding_headers_are_set_and_host_is_the_backends(backends: tuple[Process, Process]) -> None:
+def test_forwarding_headers_are_set_and_host_is_the_backends(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     with gateway(config([b1.url])) as url:
         seen = headers_of(echo(url, "/", headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil"}))
@@ -102,7 +113,7 @@ def test_forwarding_headers_are_set_and_host_is_the_backends(backends: tuple[Pro
     assert seen["x-forwarded-host"] == url.removeprefix("http://")
 
 
-def test_trusted_proxies_forwarding_headers_are_extended(backends: tuple[Process, Process]) -> None:
+def test_trusted_proxies_forwarding_headers_are_extended(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     cfg = config([b1.url], trusted_proxies=["127.0.0.1"])
     with gateway(cfg) as url:
@@ -114,13 +125,13 @@ def test_trusted_proxies_forwarding_headers_are_extended(backends: tuple[Process
     assert seen["x-forwarded-host"] == "api.example.com"
 
 
-def test_preserve_host_sends_the_clients_host(backends: tuple[Process, Process]) -> None:
+def test_preserve_host_sends_the_clients_host(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     with gateway(config([b1.url], upstream={"preserve_host": True})) as url:
         assert headers_of(echo(url, "/", headers={"Host": "api.example.com"}))["host"] == "api.example.com"
 
 
-def test_hop_by_hop_request_headers_are_not_forwarded(backends: tuple[Process, Process]) -> None:
+def test_hop_by_hop_request_headers_are_not_forwarded(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     with gateway(config([b1.url])) as url:
         seen = headers_of(echo(url, "/", headers={
@@ -134,7 +145,7 @@ def test_hop_by_hop_request_headers_are_not_forwarded(backends: tuple[Process, P
 
 
 def test_hop_by_hop_response_headers_are_dropped_and_date_and_server_sent_once(
-    backends: tuple[Process, Process],
+    backends: tuple[Process, Process], gateway: Gateway
 ) -> None:
     b1, _ = backends
     with gateway(config([b1.url])) as url:
@@ -146,7 +157,7 @@ def test_hop_by_hop_response_headers_are_dropped_and_date_and_server_sent_once(
     assert names["date"] == 1 and names["server"] == 1
 
 
-def test_encoded_paths_and_query_strings_arrive_byte_for_byte(backends: tuple[Process, Process]) -> None:
+def test_encoded_paths_and_query_strings_arrive_byte_for_byte(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     with gateway(config([b1.url])) as url:
         status, _, body = raw_get(url, "/files/a%2Fb/%7Euser/c%20d?q=%2F&x=1+2&&y")
@@ -159,7 +170,7 @@ def test_encoded_paths_and_query_strings_arrive_byte_for_byte(backends: tuple[Pr
         assert json.loads(body)["raw_path"] == "/admin/x"
 
 
-def test_bodies_and_methods_pass_through(backends: tuple[Process, Process]) -> None:
+def test_bodies_and_methods_pass_through(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     with gateway(config([b1.url])) as url:
         seen = echo(url, "/items", method="POST", body=b"x" * 100_000, headers={"Content-Type": "text/plain"})
@@ -172,7 +183,7 @@ def test_bodies_and_methods_pass_through(backends: tuple[Process, Process]) -> N
         assert echo(url, "/after-head")["path"] == "/after-head"  # the connection survived the HEAD
 
 
-def test_gzip_bodies_are_not_decoded(backends: tuple[Process, Process]) -> None:
+def test_gzip_bodies_are_not_decoded(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     with gateway(config([b1.url])) as url:
         status, headers, body = request(url, "/gzip", headers={"Accept-Encoding": "gzip"})
@@ -182,7 +193,7 @@ def test_gzip_bodies_are_not_decoded(backends: tuple[Process, Process]) -> None:
     assert json.loads(gzip.decompress(body))["backend"] == "b1"
 
 
-def test_per_route_servers_and_prefix_stripping(backends: tuple[Process, Process]) -> None:
+def test_per_route_servers_and_prefix_stripping(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, b2 = backends
     cfg = config([b1.url], paths=[{"pattern": "/two/*", "servers": [b2.url], "strip_prefix": "/two"}])
     with gateway(cfg) as url:
@@ -202,7 +213,7 @@ def _closed_port() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def test_refused_connection_answers_502_naming_the_cause(caplog: pytest.LogCaptureFixture) -> None:
+def test_refused_connection_answers_502_naming_the_cause(caplog: pytest.LogCaptureFixture, gateway: Gateway) -> None:
     dead = _closed_port()
     with gateway(config([dead])) as url:
         status, headers, body = request(url, "/x")
@@ -213,7 +224,7 @@ def test_refused_connection_answers_502_naming_the_cause(caplog: pytest.LogCaptu
     assert any("connection refused" in r.getMessage() for r in caplog.records)
 
 
-def test_upstream_timeout_answers_504(backends: tuple[Process, Process]) -> None:
+def test_upstream_timeout_answers_504(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     with gateway(config([b1.url], upstream={"read_timeout": 0.3})) as url:
         status, _, body = request(url, "/slow?seconds=3")
@@ -221,7 +232,7 @@ def test_upstream_timeout_answers_504(backends: tuple[Process, Process]) -> None
         assert echo(url, "/")["backend"] == "b1"  # the slow connection was dropped, not reused
 
 
-def test_no_healthy_backend_answers_503_with_retry_after() -> None:
+def test_no_healthy_backend_answers_503_with_retry_after(gateway: Gateway) -> None:
     cfg = config([_closed_port(), _closed_port()], upstream={"passive_health": {"failure_threshold": 1, "recovery_timeout": 30}})
     with gateway(cfg) as url:
         assert request(url, "/")[0] == 502  # both refused: each now out of the rotation
@@ -231,7 +242,7 @@ def test_no_healthy_backend_answers_503_with_retry_after() -> None:
     assert 1 <= int(dict(headers)["retry-after"]) <= 30
 
 
-def test_a_refused_backend_is_skipped_for_every_method(backends: tuple[Process, Process]) -> None:
+def test_a_refused_backend_is_skipped_for_every_method(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     with gateway(config([_closed_port(), b1.url])) as url:
         for _ in range(4):
@@ -241,7 +252,7 @@ def test_a_refused_backend_is_skipped_for_every_method(backends: tuple[Process, 
 # --- failover and health ---------------------------------------------------------------------------------
 
 
-def test_a_backend_killed_mid_run_costs_no_client_errors() -> None:
+def test_a_backend_killed_mid_run_costs_no_client_errors(gateway: Gateway) -> None:
     with backend("k1") as k1, backend("k2") as k2:
         cfg = config([k1.url, k2.url], upstream={"passive_health": {"recovery_timeout": 0.5}})
         with gateway(cfg) as url:
@@ -278,7 +289,7 @@ def test_a_backend_killed_mid_run_costs_no_client_errors() -> None:
             assert {echo(url, "/")["backend"] for _ in range(6)} == {"k1", "k2"}
 
 
-def test_active_health_checks_take_a_backend_out_and_bring_it_back() -> None:
+def test_active_health_checks_take_a_backend_out_and_bring_it_back(gateway: Gateway) -> None:
     with backend("h1") as h1, backend("h2") as h2:
         cfg = config([h1.url, h2.url], upstream={
             "health_check": {"path": "/health", "interval": 0.05, "timeout": 1, "unhealthy_threshold": 1},
@@ -297,7 +308,7 @@ def test_active_health_checks_take_a_backend_out_and_bring_it_back() -> None:
 # --- features ------------------------------------------------------------------------------------------
 
 
-def test_retry_on_a_failing_status_moves_to_the_next_backend() -> None:
+def test_retry_on_a_failing_status_moves_to_the_next_backend(gateway: Gateway) -> None:
     with backend("r1") as r1, backend("r2") as r2:
         echo(r1.url, "/set-fail/503")
         cfg = config([r1.url, r2.url], paths=[{"pattern": "/*", "features": {"retry": {"max_attempts": 2, "wait": 0}}}])
@@ -305,7 +316,7 @@ def test_retry_on_a_failing_status_moves_to_the_next_backend() -> None:
             assert {echo(url, "/")["backend"] for _ in range(6)} == {"r2"}
 
 
-def test_a_cache_hit_never_reaches_a_backend(backends: tuple[Process, Process]) -> None:
+def test_a_cache_hit_never_reaches_a_backend(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     cfg = config([b1.url], paths=[{"pattern": "/cached/*", "features": {"cache": {"expire_s": 60}}}])
     with gateway(cfg) as url:
@@ -318,7 +329,7 @@ def test_a_cache_hit_never_reaches_a_backend(backends: tuple[Process, Process]) 
     assert fresh["served"] == json.loads(first)["served"] + 1
 
 
-def test_rate_limit_applies_before_the_backend(backends: tuple[Process, Process]) -> None:
+def test_rate_limit_applies_before_the_backend(backends: tuple[Process, Process], gateway: Gateway) -> None:
     b1, _ = backends
     cfg = config([b1.url], paths=[{"pattern": "/*", "features": {"rate_limit": {"quota": 2, "duration": 60, "algorithm": "sliding_window"}}}])
     with gateway(cfg) as url:
@@ -343,7 +354,7 @@ def test_standalone_needs_servers() -> None:
         ASGIGateway(GatewayConfig())
 
 
-def test_a_malformed_backend_answer_is_a_502() -> None:
+def test_a_malformed_backend_answer_is_a_502(gateway: Gateway) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -362,7 +373,7 @@ def test_a_malformed_backend_answer_is_a_502() -> None:
     assert status == 502 and "invalid HTTP response" in json.loads(body)["error"]
 
 
-def test_a_backend_that_stops_reading_an_upload_gets_a_504_not_a_hang() -> None:
+def test_a_backend_that_stops_reading_an_upload_gets_a_504_not_a_hang(gateway: Gateway) -> None:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     listener.bind(("127.0.0.1", 0))

@@ -106,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--reload-config", action="store_true", help="reload the configuration when the file changes (SIGHUP always reloads)")
     serve.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--server", choices=["premier", "uvicorn"],
+                       help="the HTTP server: Premier's own (default in standalone mode) or uvicorn (default with --app)")
     serve.set_defaults(run=_serve)
     args = parser.parse_args(argv)
     try:

@@ -1,5 +1,6 @@
-"""``premier serve``: run the gateway for a configuration file under uvicorn (uvloop and httptools when
-installed, as with ``premier[server]``), in plugin mode with ``--app`` and as a reverse proxy without."""
+"""``premier serve``: run the gateway for a configuration file, in plugin mode with ``--app`` and as a
+reverse proxy without. Standalone mode runs on Premier's own HTTP/1.1 server (:mod:`premier.server.runner`)
+by default, plugin mode on uvicorn; ``--server`` chooses. Both use uvloop and httptools (``premier[server]``)."""
 
 from __future__ import annotations
 
@@ -114,6 +115,8 @@ def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     log_config["loggers"]["premier"] = {"handlers": ["default"], "level": args.log_level.upper(), "propagate": False}
     log_config.setdefault("filters", {})["handshake_answered"] = {"()": _HandshakeAnswered}
     log_config["handlers"]["default"].setdefault("filters", []).append("handshake_answered")
+    if (args.server or ("uvicorn" if args.app else "premier")) == "premier":
+        return _serve_premier(args, app, log_config)
     options: dict[str, Any] = {
         "host": args.host, "port": args.port, "log_level": args.log_level, "log_config": log_config,
         "access_log": args.access_log, "ws": "websockets-sansio",
@@ -132,3 +135,23 @@ def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     else:
         uvicorn.run(app, **options)
     return 0
+
+
+def _serve_premier(args: argparse.Namespace, app: Any, log_config: dict[str, Any]) -> int:
+    """``premier serve`` on Premier's own server (:mod:`premier.server.runner`)."""
+    import logging.config
+
+    from premier.server.runner import Server
+
+    log_config["loggers"]["uvicorn.error"]["level"] = args.log_level.upper()  # (the WebSocket protocol's)
+    logging.config.dictConfig(log_config)
+
+    def each_worker() -> Any:  # a fresh gateway in every worker process (the first one reuses `app`)
+        return build(args.file, args.app, reload_config=args.reload_config) if args.workers > 1 else app
+
+    server = Server(app_factory=each_worker, lifespan="auto" if args.app else "on", access_log=args.access_log)
+    try:
+        return server.run(args.host, args.port, workers=args.workers)
+    except OSError as exc:
+        print(f"premier serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,527 @@
+"""Premier's own HTTP/1.1 server protocol: one :class:`HttpProtocol` per client connection, parsing with
+``httptools`` and running each request through an ASGI app.
+
+It exists for standalone mode's hot path, where the server's own cost is most of a proxied request's:
+a response's head goes out in the same write as its first body chunk (one system call where uvicorn
+makes two), nothing per request but the scope, one request object and its task, and one timer per
+server (not per connection) for keep-alive and header-read deadlines.
+
+What it does, as an HTTP/1.1 server must:
+
+- keep-alive (HTTP/1.0 too, when asked), pipelining (requests queue and are answered in order, reading
+  paused meanwhile), ``Expect: 100-continue`` answered when the app first reads the body;
+- request bodies stream to ``receive()`` with flow control (reading pauses above 256 KiB unread);
+  responses stream with ``transfer-encoding: chunked`` when no ``content-length`` is given, and ``send()``
+  waits while the client reads slower than the app writes;
+- ``date`` and ``server`` on every response; ``connection: close`` where the connection will close;
+- a malformed request answers 400, a head over 64 KiB 431, a head not complete within the header
+  timeout 408 (JSON bodies, the connection then closed), never a traceback;
+- the app's exception before its response answers 500 (logged with its traceback); after the response
+  started, the connection is closed;
+- a WebSocket upgrade is handed to uvicorn's WebSocket protocol (``websockets-sansio``), which runs the
+  same ASGI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import httptools
+
+from premier.asgi.exchange import ASGIApp, Message, error_body
+
+if TYPE_CHECKING:
+    from premier.server.runner import ServerState
+
+__all__ = ["MAX_HEAD_BYTES", "HttpProtocol"]
+
+logger = logging.getLogger("premier.server")
+access_logger = logging.getLogger("premier.access")
+
+MAX_HEAD_BYTES = 64 * 1024
+_HIGH_WATER = 256 * 1024  # unread request body bytes above which reading pauses
+_LINGER = 2.0  # seconds a refused client's further data is read and dropped before the close
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+
+
+_STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
+_NO_BODY_STATUS = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DISCONNECT: Message = {"type": "http.disconnect"}
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+
+
+class _Request:
+    """One request on a connection: its scope, the body received so far, the response's progress."""
+
+    __slots__ = (
+        "body", "body_done", "buffered", "chunked", "connection", "disconnected", "expect_continue", "final_read", "head_only",
+        "headers", "keep_alive", "left", "more_body", "response_complete", "scope", "started", "status", "waiter",
+    )
+
+    def __init__(self, connection: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
+        self.connection = connection
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.head_only = scope["method"] == "HEAD"
+        self.body: list[bytes] = []
+        self.buffered = 0  # bytes in ``body``
+        self.more_body = True  # the client has more of the body to send
+        self.body_done = False  # the whole request body was parsed
+        self.final_read = False  # receive() handed out the body's last part
+        self.disconnected = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.started = False
+        self.response_complete = False
+        self.status = 0
+        self.headers: Any = None  # the response's headers, until its first body part goes out with them
+        self.chunked = False
+        self.left = -1  # body bytes still owed under the response's content-length (-1: none given)
+
+    # the app's receive ---------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        connection = self.connection
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.started and not connection.transport.is_closing():
+                connection.transport.write(_CONTINUE)
+        while not (self.disconnected or self.response_complete):
+            if self.body or (not self.more_body and not self.final_read):
+                body = self.body
+                self.body = []
+                self.buffered = 0
+                if connection.reading_paused:
+                    connection.resume_reading()
+                if not self.more_body:
+                    self.final_read = True
+                data = body[0] if len(body) == 1 else b"".join(body)
+                return {"type": "http.request", "body": data, "more_body": self.more_body}
+            if connection.reading_paused:
+                connection.resume_reading()
+            waiter = self.waiter = connection.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        return _DISCONNECT
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # the app's send ------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        connection = self.connection
+        if self.disconnected:
+            return  # (the client left: what the app still sends goes nowhere, as ASGI allows)
+        kind = message["type"]
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
+            self.started = True
+            self.expect_continue = False
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+            return
+        if kind != "http.response.body" or self.response_complete:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} after the response's "
+                               + ("end" if self.response_complete else "start"))
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        transport = connection.transport
+        # The head waits for the first body part, to go out in the same write (one system call).
+        head = b""
+        if self.headers is not None:
+            head = self._head(self.headers, len(body), more)
+            self.headers = None
+        if self.head_only:
+            if head:
+                transport.write(head)
+        elif self.chunked:
+            if body:
+                transport.writelines((head, b"%x\r\n" % len(body), body, b"\r\n" if more else b"\r\n0\r\n\r\n"))
+            elif head or not more:
+                transport.write(head if more else head + b"0\r\n\r\n")
+        else:
+            self._count(len(body))
+            if head and body:
+                transport.writelines((head, body))
+            elif head or body:
+                transport.write(head or body)
+        if not more:
+            if self.left > 0 and not self.head_only:
+                self.keep_alive = False
+                connection.finish(self)
+                raise RuntimeError("the response's body is shorter than its content-length")
+            connection.finish(self)
+        elif connection.writing_paused:
+            await connection.drain()
+
+    def _count(self, size: int) -> None:
+        if self.left >= 0:
+            self.left -= size
+            if self.left < 0:
+                self.keep_alive = False
+                raise RuntimeError("the response's body is longer than its content-length")
+
+    def _head(self, headers: Any, size: int, more: bool) -> bytes:
+        """The status line and headers; decides the body's framing and whether the connection stays open."""
+        status = self.status
+        try:
+            lines = [_STATUS_LINES[status], self.connection.state.default_headers]
+        except KeyError:
+            raise RuntimeError(f"invalid HTTP status {status!r}") from None
+        length = -1
+        for name, value in headers:
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+                raise RuntimeError(f"invalid HTTP header {name!r}: {value!r}")
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+                continue  # (written below, once)
+            elif lower == b"transfer-encoding":
+                continue  # the server frames the body itself
+            elif lower == b"connection":
+                if b"close" in value.lower():
+                    self.keep_alive = False
+                continue
+            lines += (name, b": ", value, b"\r\n")
+        if status in _NO_BODY_STATUS or status < 200:
+            pass
+        elif length >= 0:
+            self.left = length
+            lines += (b"content-length: ", b"%d" % length, b"\r\n")
+        elif not more:
+            self.left = size
+            lines += (b"content-length: ", b"%d" % size, b"\r\n")
+        elif self.scope["http_version"] == "1.1":
+            self.chunked = not self.head_only
+            lines.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
+        if self.connection.state.closing:
+            self.keep_alive = False
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n\r\n")
+        elif self.scope["http_version"] == "1.0":
+            lines.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            lines.append(b"\r\n")
+        return b"".join(lines)
+
+    # running the app -------------------------------------------------------------------------------
+
+    async def run(self, app: ASGIApp) -> None:
+        connection = self.connection
+        try:
+            await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            if not self.response_complete:
+                connection.transport.close()
+            raise
+        except Exception as exc:
+            logger.error("exception in the ASGI application (%s %s)", self.scope["method"], self.scope["path"],
+                         exc_info=exc)
+            if not self.started and not self.disconnected:
+                self._answer_500()
+            elif not self.response_complete:
+                connection.transport.close()
+        else:
+            if self.disconnected or self.response_complete:
+                return
+            if not self.started:
+                logger.error("the ASGI application returned without a response (%s %s)",
+                             self.scope["method"], self.scope["path"])
+                self._answer_500()
+            else:
+                logger.warning("the ASGI application returned before its response's end (%s %s): "
+                               "closing the connection", self.scope["method"], self.scope["path"])
+                connection.transport.close()
+
+    def _answer_500(self) -> None:
+        self.started = True
+        self.status = 500
+        self.keep_alive = False
+        body = error_body(500, "Internal Server Error")
+        connection = self.connection
+        connection.transport.write(self._head([(b"content-type", b"application/json")], len(body), False) + body)
+        connection.finish(self)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection. ``state`` is the server's: the app, the shared headers, the connections."""
+
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.loop = loop
+        self.app = state.app
+        self.parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(AttributeError):  # (httptools < 0.6.3)
+            # answer a request whose client already half-closed (or pipelined a request after `close`)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.current: _Request | None = None  # the request being answered
+        self.parsing: _Request | None = None  # the request whose body is being parsed
+        self.queue: deque[_Request] = deque()  # pipelined requests waiting for the current one
+        self.reading_paused = False
+        self.writing_paused = False
+        self.lingering = False  # answered an error and closing: what arrives is dropped
+        self._drain: asyncio.Future[None] | None = None
+        self.idle_since = loop.time()  # deadline bookkeeping for the server's timer
+        self.head_since: float | None = None  # when the request head being read began (None: not reading one)
+        # the request head being parsed
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._expect_continue = False
+        self._upgrade: bytes | None = None
+
+    # asyncio.Protocol --------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self.server = (str(local[0]), int(local[1])) if isinstance(local, tuple) else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        for request in (self.current, self.parsing):
+            if request is not None and not request.response_complete:
+                request.disconnected = True
+                request.wake()
+        self.queue.clear()
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._upgrade == b"websocket":
+                self._hand_over_websocket(data[upgrade.args[0]:] if upgrade.args else b"")
+            return
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"invalid HTTP request: {exc}")
+            return
+        if self.head_since is not None:  # (approximate: enough to bound what a client makes us hold)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(431, f"the request's head is larger than {MAX_HEAD_BYTES} bytes")
+
+    def eof_received(self) -> bool | None:
+        return None  # close the connection (half-closed clients get nothing more)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def drain(self) -> None:
+        if self.writing_paused and not self.transport.is_closing():
+            drain = self._drain
+            if drain is None:
+                drain = self._drain = self.loop.create_future()
+            await drain
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    # httptools callbacks ------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._expect_continue = False
+        self._upgrade = None
+        self.head_since = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
+        elif name == b"upgrade":
+            self._upgrade = value.lower()
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.head_since = None
+        parser = self.parser
+        if parser.should_upgrade() and self._upgrade == b"websocket":
+            return  # handed to the WebSocket protocol when the parser stops (data_received)
+        try:
+            url = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            raise httptools.HttpParserError("invalid request target") from None
+        raw_path = url.path or b"/"
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path, encoding="latin-1") if not path.isascii() else unquote(path)
+        version = parser.get_http_version()
+        state = self.state
+        scope = {
+            "type": "http", "asgi": _ASGI, "http_version": version, "server": self.server, "client": self.client,
+            "scheme": "http", "method": parser.get_method().decode("ascii"), "root_path": "",
+            "path": path, "raw_path": raw_path, "query_string": url.query or b"", "headers": self._headers,
+            "state": state.lifespan_state.copy(),
+        }
+        keep_alive = parser.should_keep_alive() and not state.closing and self._upgrade is None
+        request = _Request(self, scope, keep_alive, self._expect_continue)
+        self.parsing = request
+        if self.current is None:
+            self._start(request)
+        else:
+            self.queue.append(request)
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        request = self.parsing
+        if request is None or request.response_complete or request.disconnected:
+            return  # the app answered without reading it all: what is left is read and dropped
+        request.body.append(body)
+        request.buffered += len(body)
+        if request.buffered > _HIGH_WATER:
+            self.pause_reading()
+        request.wake()
+
+    def on_message_complete(self) -> None:
+        request = self.parsing
+        if request is None:
+            return
+        self.parsing = None
+        request.more_body = False
+        request.body_done = True
+        request.wake()
+
+    # requests ------------------------------------------------------------------------------------------
+
+    def _start(self, request: _Request) -> None:
+        self.current = request
+        task = self.loop.create_task(request.run(self.app))
+        tasks = self.state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def finish(self, request: _Request) -> None:
+        """The response to ``request`` is complete: log it, then close or go on with the next request."""
+        request.response_complete = True
+        request.wake()
+        if self.state.access_log:
+            scope = request.scope
+            query = scope["query_string"]
+            access_logger.info('%s - "%s %s%s HTTP/%s" %d', f"{self.client[0]}:{self.client[1]}" if self.client else "-",
+                               scope["method"], scope["path"], "?" + query.decode("latin-1") if query else "",
+                               scope["http_version"], request.status)
+        self.current = None
+        if not request.keep_alive or self.transport.is_closing():
+            self.transport.close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+            if not self.queue:
+                self.resume_reading()
+        else:
+            self.idle_since = self.loop.time()
+            self.resume_reading()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answers a request the server cannot take (malformed, too large, too slow), then closes. The
+        close lingers: writing ends first and what the client still sends is read and dropped for a
+        moment, so that closing with unread data (a reset) cannot destroy the answer on its way."""
+        if self.current is None or not self.current.started:
+            body = error_body(status, message)
+            self.transport.write(
+                _STATUS_LINES[status] + self.state.default_headers
+                + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+            )
+        logger.info("%s from %s: %s", status, self.client[0] if self.client else "-", message)
+        self.head_since = None
+        self.lingering = True
+        self.idle_since = self.loop.time()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.resume_reading()
+        else:
+            self.transport.close()
+
+    # server-wide timer and shutdown ----------------------------------------------------------------------
+
+    def check_deadlines(self, now: float) -> None:
+        """Called by the server's timer: closes an idle keep-alive connection after the keep-alive
+        timeout, and one that takes longer than the header timeout to send a request's head (408)."""
+        state = self.state
+        if self.lingering:
+            if now - self.idle_since > _LINGER:
+                self.transport.close()
+        elif self.head_since is not None:
+            if now - self.head_since > state.header_timeout:
+                self._refuse(408, f"the request's head did not arrive within {state.header_timeout:g} s")
+        elif self.current is None and not self.queue and now - self.idle_since > state.keep_alive_timeout:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """The server is stopping: close now if idle, else after the response in progress."""
+        if self.current is None and self.head_since is None:
+            self.transport.close()
+        elif self.current is not None:
+            self.current.keep_alive = False
+
+    # WebSockets ------------------------------------------------------------------------------------------
+
+    def _hand_over_websocket(self, rest: bytes) -> None:
+        """Gives the connection to uvicorn's WebSocket protocol, replaying the handshake request to it."""
+        protocol_factory: Callable[[], asyncio.Protocol] | None = self.state.websocket_protocol
+        if protocol_factory is None:
+            self._refuse(501, "WebSocket upgrades are not supported here (pip install 'premier[server]')")
+            return
+        self.state.connections.discard(self)
+        method = self.parser.get_method()
+        lines = [method, b" ", self._url, b" HTTP/1.1\r\n"]
+        for name, value in self._headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        protocol = protocol_factory()
+        protocol.connection_made(self.transport)
+        protocol.data_received(b"".join(lines) + rest)
+        self.transport.set_protocol(protocol)
+
