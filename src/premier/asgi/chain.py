@@ -84,11 +84,11 @@ class Entry:
             ex.send = ex.client_send
             duration = perf_counter() - started
             if duration >= self.log_threshold:
-                self._log_slow(ex, duration)
+                self.log_slow(ex, duration)
             if self.events.active:
                 self.events.emit(RequestEvent.of(ex, duration))
 
-    def _log_slow(self, ex: Exchange, duration: float) -> None:
+    def log_slow(self, ex: Exchange, duration: float) -> None:
         client = ex.scope.get("client")
         logger.warning(
             "slow request: %s %s -> %s in %.3fs (threshold %.3fs, client %s)",

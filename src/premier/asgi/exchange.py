@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["ASGIApp", "Exchange", "Message", "Receive", "Rejection", "Scope", "Send", "error_body", "send_error"]
+__all__ = ["ASGIApp", "Exchange", "Message", "Receive", "Rejection", "Scope", "Send", "error_body", "error_headers", "send_error"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -117,16 +117,11 @@ class Rejection(Exception):
         self.headers = headers or []
 
 
+def error_headers(body: bytes, headers: list[tuple[bytes, bytes]] = []) -> list[tuple[bytes, bytes]]:  # noqa: B006
+    """The headers of an error answer whose JSON body is ``body``."""
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+
+
 async def send_error(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
+    await send({"type": "http.response.start", "status": status, "headers": error_headers(body, headers)})
     await send({"type": "http.response.body", "body": body})

@@ -14,6 +14,7 @@ from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import ASGIApp, Exchange, Message, Receive, Scope, Send, error_body, send_error
 from premier.asgi.policy import Route, compile_route
 from premier.asgi.router import Router
+from premier.asgi.shortcut import shortcut_for_app
 from premier.config.loader import build
 from premier.config.schema import FeaturesConfig, GatewayConfig, PathConfig, ServerConfig
 from premier.errors import ConfigError, ConfigIssue
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from premier.dashboard import DashboardApp
     from premier.observability.stats import StatsCollector
     from premier.proxy import UpstreamPool
+    from premier.proxy.direct import DirectRequest
 
 __all__ = ["ASGIGateway", "PremierMiddleware"]
 
@@ -32,7 +34,9 @@ _UNMATCHED = "(unmatched)"
 class _Compiled:
     """Everything derived from one configuration; replaced whole, in one assignment, on reload."""
 
-    __slots__ = ("config", "dashboard", "fallback", "passthrough", "pools", "router", "routes", "websockets")
+    __slots__ = (
+        "config", "dashboard", "fallback", "fallback_shortcut", "passthrough", "pools", "router", "routes", "websockets",
+    )
 
     def __init__(
         self, config: GatewayConfig, router: Router[Route], routes: dict[str, Route], passthrough: Route,
@@ -47,6 +51,7 @@ class _Compiled:
         self.pools = pools  # standalone mode: (servers, upstream settings) -> UpstreamPool
         self.websockets = websockets  # route pattern -> its WebSocket policy
         self.dashboard = dashboard  # served ahead of every policy, when configured
+        self.fallback_shortcut = shortcut_for_app(fallback)
 
 
 async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
@@ -267,6 +272,25 @@ class ASGIGateway:
             route = compiled.passthrough
         await route.entry(Exchange(scope, receive, send, path, route.pattern, params))
 
+
+    def shortcut(self, request: DirectRequest) -> bool:
+        """For a server that offers it (Premier's own): answers ``request`` — one without a body — without
+        running the gateway as ASGI, where its route allows (a cache hit from memory, the proxy's direct
+        path: see ``premier.asgi.shortcut``). ``False`` leaves it to the ASGI app, untouched."""
+        if self.events.active:
+            return False
+        compiled = self._compiled
+        scope = request.scope
+        raw_path = scope["path"]
+        if compiled.dashboard is not None and compiled.dashboard.serves(raw_path):
+            return False
+        route, path, params = compiled.router.match(raw_path)
+        shortcut = compiled.fallback_shortcut if route is None else route.shortcut
+        if shortcut is None:
+            return False
+        if path is not raw_path and path != raw_path:
+            request.scope = self._normalised(scope, path)
+        return shortcut(request, path, params)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         compiled = self._compiled

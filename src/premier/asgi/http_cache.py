@@ -196,7 +196,7 @@ class HttpCacheStep:
 
     async def _lookup(self, ex: Exchange, base_key: str) -> CachedResponse | None:
         """The stored entry for this request, from a provider that must be awaited (the in-process
-        lookup, the same steps without awaiting, is inline in ``_serve_fresh``)."""
+        lookup, the same steps without awaiting, is ``_lookup_now``)."""
         found = await self.provider.get(base_key)
         if isinstance(found, tuple):  # a Vary marker: the entry is at a key with the request's values
             found = await self.provider.get(_variant_key(base_key, found, ex))
@@ -275,35 +275,55 @@ class HttpCacheStep:
     async def _serve_fresh(
         self, ex: Exchange, base_key: str, request_cc: dict[str, str], request: dict[bytes, bytes]
     ) -> bool:
-        if self.local:  # answered without awaiting: a hit is the path that must be fast
-            found = self.provider.get_nowait(base_key)
-            if isinstance(found, tuple):
-                found = self.provider.get_nowait(_variant_key(base_key, found, ex))
-            entry = found if isinstance(found, CachedResponse) else None
-        else:
-            entry = await self._lookup(ex, base_key)
-        if entry is None:
+        # answered without awaiting from this process's memory: a hit is the path that must be fast
+        entry = self._lookup_now(ex, base_key) if self.local else await self._lookup(ex, base_key)
+        answer = self._answer(ex, entry, request_cc, request)
+        if answer is None:
             return False
+        status, headers, body = answer
+        await ex.send({"type": "http.response.start", "status": status, "headers": headers})
+        await ex.send({"type": "http.response.body", "body": body})
+        return True
+
+    def answer_now(self, ex: Exchange) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The response a fresh entry in this process's memory gives the request, found without
+        awaiting (``None``: the step must run — a miss, a revalidation, another method, a shared store)."""
+        method = ex.scope["method"]
+        if not self.local or (method != "GET" and method != "HEAD"):
+            return None
+        request = _request_headers(ex.scope["headers"])
+        request_cc = _directives(request.get(b"cache-control"))
+        if "no-store" in request_cc or "no-cache" in request_cc or b"range" in request or request.get(b"pragma") == b"no-cache":
+            return None
+        base_key = self._base_key(ex)
+        return self._answer(ex, self._lookup_now(ex, base_key), request_cc, request)
+
+    def _lookup_now(self, ex: Exchange, base_key: str) -> CachedResponse | None:
+        found = self.provider.get_nowait(base_key)
+        if isinstance(found, tuple):  # a Vary marker: the entry is at a key with the request's values
+            found = self.provider.get_nowait(_variant_key(base_key, found, ex))
+        return found if isinstance(found, CachedResponse) else None
+
+    def _answer(
+        self, ex: Exchange, entry: CachedResponse | None, request_cc: dict[str, str], request: dict[bytes, bytes]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """What a hit on ``entry`` answers (``None``: not fresh enough for this request)."""
+        if entry is None:
+            return None
         now = self.clock()
         age = now - entry.stored_at
         if now >= entry.expires_at or (b"authorization" in request and not entry.auth_ok):
-            return False
+            return None
         max_age = _seconds(request_cc.get("max-age"))
         if max_age is not None and age > max_age:
-            return False
+            return None
         if ex.cache_status == "MISS" and ex.extra_headers:  # marked a miss, then served another process's entry
             ex.extra_headers.pop(b"x-cache", None)
         ex.cache_status = "HIT"
         extra = [(b"age", str(int(age)).encode()), (b"x-cache", b"HIT")]
         if entry.etag is not None and _etag_matches(request.get(b"if-none-match"), entry.etag):
-            headers = [(k, v) for k, v in entry.headers if k in _NOT_MODIFIED_HEADERS]
-            await ex.send({"type": "http.response.start", "status": 304, "headers": [*headers, *extra]})
-            await ex.send({"type": "http.response.body", "body": b""})
-            return True
-        await ex.send({"type": "http.response.start", "status": entry.status, "headers": [*entry.headers, *extra]})
-        body = b"" if ex.scope["method"] == "HEAD" else entry.body
-        await ex.send({"type": "http.response.body", "body": body})
-        return True
+            return 304, [*(item for item in entry.headers if item[0] in _NOT_MODIFIED_HEADERS), *extra], b""
+        return entry.status, [*entry.headers, *extra], b"" if ex.scope["method"] == "HEAD" else entry.body
 
     async def _fetch_and_store(self, ex: Exchange, base_key: str, has_auth: bool) -> None:
         outer_send = ex.send

@@ -13,6 +13,7 @@ from premier.asgi.exchange import ASGIApp
 from premier.asgi.http_cache import HttpCacheStep
 from premier.asgi.ratelimit import RateLimitStep
 from premier.asgi.retry import RetryStep
+from premier.asgi.shortcut import Shortcut, shortcut_for
 from premier.asgi.timeout import TimeoutStep
 from premier.config.schema import FeaturesConfig
 from premier.features.circuit_breaker import CircuitBreaker
@@ -26,7 +27,7 @@ __all__ = ["Route", "compile_route"]
 class Route:
     """A compiled policy: the pattern it serves, its features, and the outermost step of its chain."""
 
-    __slots__ = ("breaker", "cache", "entry", "features", "pattern")
+    __slots__ = ("breaker", "cache", "entry", "features", "pattern", "shortcut")
 
     def __init__(self, pattern: str, features: FeaturesConfig, entry: Entry, breaker: CircuitBreaker | None,
                  cache: HttpCacheStep | None) -> None:
@@ -35,6 +36,7 @@ class Route:
         self.entry = entry
         self.breaker = breaker
         self.cache = cache
+        self.shortcut: Shortcut | None = None  # what answers without the chain when it may (asgi/shortcut.py)
 
 
 def compile_route(
@@ -81,4 +83,6 @@ def compile_route(
         step = RetryStep(step, features.retry)
     if features.timeout is not None:
         step = TimeoutStep(step, features.timeout)
-    return Route(pattern, features, Entry(step, features.monitoring, events, rate_limit), breaker, cache)
+    route = Route(pattern, features, Entry(step, features.monitoring, events, rate_limit), breaker, cache)
+    route.shortcut = shortcut_for(route, app)
+    return route

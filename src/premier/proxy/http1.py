@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from typing import Any
 
 import httptools
 
@@ -57,6 +58,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_only = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
+        # Who drives the exchange: ``None``, a coroutine awaiting read_head/read_body; or an object whose
+        # ``on_data()`` is called after every arrival (the direct path, proxy/direct.py).
+        self.listener: Any = None
 
     # the exchange ------------------------------------------------------------------------------------
 
@@ -104,7 +108,13 @@ class UpstreamConnection(asyncio.Protocol):
             if self.error is not None:
                 raise self.error
             await self._wait(timeout)
+        return self.take_body()
+
+    def take_body(self) -> bytes:
+        """The body bytes that arrived so far (joined), without waiting."""
         chunks = self._chunks
+        if not chunks:
+            return b""
         data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
         self._buffered = 0
         if self._reading_paused:
@@ -117,6 +127,11 @@ class UpstreamConnection(asyncio.Protocol):
     def pending(self) -> bool:
         """Body bytes arrived that :meth:`read_body` has not handed out yet."""
         return bool(self._chunks)
+
+    @property
+    def open(self) -> bool:
+        """Not closed, nor closing (the backend's close may be under way before ``connection_lost``)."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     @property
     def reusable(self) -> bool:
@@ -165,7 +180,10 @@ class UpstreamConnection(asyncio.Protocol):
         drain = self._drain
         if self.head_done and drain is not None and not drain.done():
             drain.set_result(None)  # answered while the body was still going up: stop waiting to send it
-        self._wake()
+        if self.listener is not None:
+            self.listener.on_data()
+        else:
+            self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -177,7 +195,10 @@ class UpstreamConnection(asyncio.Protocol):
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
-        self._wake()
+        if self.listener is not None:
+            self.listener.on_data()
+        else:
+            self._wake()
 
     def pause_writing(self) -> None:
         self._drain = self.loop.create_future()

@@ -77,17 +77,24 @@ class UpstreamPool:
         ]
         return max(1.0, min(waits)) if waits else 1.0
 
-    async def connect(self, backend: Backend) -> tuple[UpstreamConnection, bool]:
-        """A connection to ``backend`` and whether it was reused (kept alive from an earlier request)."""
+    def idle_connection(self, backend: Backend) -> UpstreamConnection | None:
+        """A connection to ``backend`` kept alive from an earlier request and not timed out, if any."""
         idle = backend.idle
         if idle:
             # (the connection's own loop: asyncio.get_running_loop() costs a getpid() call on Python 3.11)
             oldest = idle[-1].loop.time() - self.config.idle_timeout
             while idle:
                 connection = idle.pop()
-                if not connection.closed and connection.idle_since > oldest:
-                    return connection, True
+                if connection.idle_since > oldest and connection.open:
+                    return connection
                 connection.close()
+        return None
+
+    async def connect(self, backend: Backend) -> tuple[UpstreamConnection, bool]:
+        """A connection to ``backend`` and whether it was reused (kept alive from an earlier request)."""
+        connection = self.idle_connection(backend)
+        if connection is not None:
+            return connection, True
         connection = await open_connection(
             backend.host, backend.port, ssl_context=backend.ssl_context, timeout=self.config.connect_timeout
         )

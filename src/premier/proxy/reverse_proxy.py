@@ -33,11 +33,14 @@ from premier.asgi.exchange import Message, Receive, Scope, Send, error_body, sen
 from premier.proxy.http1 import UpstreamClosed, UpstreamConnection, UpstreamTimeout
 from premier.proxy.pool import Backend, UpstreamPool
 
-__all__ = ["REWRITTEN_REQUEST_HEADERS", "AttemptFailed", "ReverseProxy", "forwarded_headers", "upstream_target"]
+__all__ = [
+    "IDEMPOTENT", "REWRITTEN_REQUEST_HEADERS", "AttemptFailed", "ReverseProxy", "failure_message", "forwarded_headers",
+    "log_failure", "request_bytes", "response_headers", "upstream_target",
+]
 
 logger = logging.getLogger("premier")
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"proxy-authenticate", b"proxy-authorization",
@@ -81,34 +84,39 @@ class ReverseProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             raise RuntimeError(f"the reverse proxy serves http scopes, not {scope['type']!r}")
+        await self.forward(scope, receive, send)
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send, first: Backend | None = None) -> None:
+        """Forwards the request, failing over as needed. ``first``: a backend the balancer already chose
+        (and admitted) for it — the direct path's (proxy/direct.py), when it hands a request over."""
         method: str = scope["method"]
         target = upstream_target(scope, self.strip_prefix)
-        head, host, body = self._head(scope)
-        replayable = body == _NO_BODY and method in _IDEMPOTENT
-        request_line = method.encode("latin-1") + b" "
-        tail = b" HTTP/1.1\r\nhost: "
+        head, host, body = self.request_head(scope)
+        replayable = body == _NO_BODY and method in IDEMPOTENT
         pool = self.pool
         tried: list[Backend] = []
         failure: AttemptFailed | None = None
-        while (backend := pool.pick(tried)) is not None:
+        backend = first if first is not None else pool.pick(tried)
+        while backend is not None:
             tried.append(backend)
-            request = b"".join((request_line, backend.base_path, target, tail, host or backend.host_header, b"\r\n", head))
+            request = request_bytes(method, backend, target, host, head)
             try:
                 await self._forward(backend, request, body, method, replayable, receive, send)
                 return
             except AttemptFailed as failed:
-                logger.warning("upstream %s: %s (%s %s)", backend.url, failed.message, method, scope["path"])
+                log_failure(backend, failed, scope)
                 failure = failed
                 if not failed.failover:
                     break
             except _ClientGone:
                 return
+            backend = pool.pick(tried)
         if failure is None:
             status, message = 503, "no healthy upstream server"
             headers = [retry_after_header(pool.retry_after())]
             logger.warning("upstream: no healthy server among %d (%s %s)", len(pool.backends), method, scope["path"])
         else:
-            status, message, headers = failure.status, f"upstream {tried[-1].url}: {failure.message}", []
+            status, message, headers = failure.status, failure_message(tried[-1], failure), []
         await send_error(send, status, error_body(status, message), headers)
 
     async def _forward(
@@ -172,7 +180,7 @@ class ReverseProxy:
             backend.health.failure(pool.clock())
         else:
             backend.health.success(pool.clock())
-        await send({"type": "http.response.start", "status": status, "headers": _response_headers(connection.headers)})
+        await send({"type": "http.response.start", "status": status, "headers": response_headers(connection.headers)})
         watcher: asyncio.Future[Message] | None = None
         try:
             while True:
@@ -199,7 +207,7 @@ class ReverseProxy:
                 watcher.cancel()
         pool.release(backend, connection)
 
-    def _head(self, scope: Scope) -> tuple[bytes, bytes | None, int]:
+    def request_head(self, scope: Scope) -> tuple[bytes, bytes | None, int]:
         """The request's header lines after ``Host``, the ``Host`` to send (``None``: the backend's),
         and how its body is framed."""
         lines: list[bytes] = []
@@ -279,7 +287,7 @@ async def _receive(receive: Callable[[], Awaitable[Message]]) -> Message:
             return message
 
 
-def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     kept = [(name, value) for name, value in headers if name not in _NOT_RETURNED]
     for name, value in headers:
         if name == b"connection":
@@ -305,6 +313,23 @@ def _without_connection_options(lines: list[bytes], connection: bytes) -> list[b
 def _without_connection_options_pairs(headers: list[tuple[bytes, bytes]], connection: bytes) -> list[tuple[bytes, bytes]]:
     options = _connection_options(connection)
     return [(name, value) for name, value in headers if name not in options] if options else headers
+
+
+def request_bytes(method: str, backend: Backend, target: bytes, host: bytes | None, head: bytes) -> bytes:
+    """The request as written to ``backend``: request line, ``Host`` (``None``: the backend's), the rest."""
+    return b"".join((
+        method.encode("latin-1"), b" ", backend.base_path, target, b" HTTP/1.1\r\nhost: ", host or backend.host_header,
+        b"\r\n", head,
+    ))
+
+
+def log_failure(backend: Backend, failed: AttemptFailed, scope: Scope) -> None:
+    logger.warning("upstream %s: %s (%s %s)", backend.url, failed.message, scope["method"], scope["path"])
+
+
+def failure_message(backend: Backend, failed: AttemptFailed) -> str:
+    """What the client's error answer says of a failed attempt."""
+    return f"upstream {backend.url}: {failed.message}"
 
 
 def forwarded_headers(

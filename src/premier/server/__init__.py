@@ -50,6 +50,7 @@ class _Served:
     def __init__(self, gateway: Any, watcher: Any) -> None:
         self.gateway = gateway
         self.watcher = watcher
+        self.shortcut = gateway.shortcut  # (for Premier's server: answers given without running as ASGI)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":

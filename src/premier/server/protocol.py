@@ -60,8 +60,10 @@ def _status_line(status: int) -> bytes:
 
 _STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 _NO_BODY_STATUS = frozenset({204, 304})
+_FRAMING_NAME_LENGTHS = frozenset({len(b"content-length"), len(b"transfer-encoding"), len(b"connection")})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: Message = {"type": "http.disconnect"}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
@@ -69,15 +71,18 @@ class _Request:
     """One request on a connection: its scope, the body received so far, the response's progress."""
 
     __slots__ = (
-        "body", "body_done", "buffered", "chunked", "connection", "disconnected", "expect_continue", "final_read", "head_only",
-        "headers", "keep_alive", "left", "more_body", "response_complete", "scope", "started", "status", "waiter",
+        "body", "body_done", "buffered", "chunked", "connection", "disconnected", "expect_continue", "final_read",
+        "has_body", "head_only", "headers", "keep_alive", "left", "more_body", "response_complete", "scope", "started", "status", "waiter",
     )
 
-    def __init__(self, connection: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
+    def __init__(
+        self, connection: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_continue: bool, has_body: bool
+    ) -> None:
         self.connection = connection
         self.scope = scope
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
+        self.has_body = has_body  # the request declared a body (content-length or chunked)
         self.head_only = scope["method"] == "HEAD"
         self.body: list[bytes] = []
         self.buffered = 0  # bytes in ``body``
@@ -129,23 +134,37 @@ class _Request:
     # the app's send ------------------------------------------------------------------------------
 
     async def send(self, message: Message) -> None:
-        connection = self.connection
         if self.disconnected:
             return  # (the client left: what the app still sends goes nowhere, as ASGI allows)
         kind = message["type"]
         if not self.started:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
-            self.started = True
-            self.expect_continue = False
-            self.status = message["status"]
-            self.headers = message.get("headers", ())
+            self.start(message["status"], message.get("headers", ()))
             return
         if kind != "http.response.body" or self.response_complete:
             raise RuntimeError(f"unexpected ASGI message {kind!r} after the response's "
                                + ("end" if self.response_complete else "start"))
-        body = message.get("body", b"")
         more = message.get("more_body", False)
+        self.write(message.get("body", b""), more)
+        if more and self.connection.writing_paused:
+            await self.connection.drain()
+
+    # the response, for ASGI's send and for shortcuts (answers given without running the app) -------
+
+    def start(self, status: int, headers: Any) -> None:
+        """The response's status and headers (written with the first body part)."""
+        self.started = True
+        self.expect_continue = False
+        self.status = status
+        self.headers = headers
+
+    def write(self, body: bytes, more: bool) -> None:
+        """A part of the response's body (``more``: not the last). The caller watches
+        ``connection.writing_paused`` for a client that reads slower than it writes."""
+        connection = self.connection
+        if self.disconnected:
+            return
         transport = connection.transport
         # The head waits for the first body part, to go out in the same write (one system call).
         head = b""
@@ -172,8 +191,23 @@ class _Request:
                 connection.finish(self)
                 raise RuntimeError("the response's body is shorter than its content-length")
             connection.finish(self)
-        elif connection.writing_paused:
-            await connection.drain()
+
+    def respond(self, status: int, headers: Any, body: bytes) -> None:
+        """A whole response at once."""
+        self.start(status, headers)
+        self.write(body, False)
+
+    def abort(self) -> None:
+        """Close the client's connection (a response that cannot be finished)."""
+        self.connection.transport.close()
+
+    def continue_with(self, app: ASGIApp) -> None:
+        """Answer the request by running ``app`` (the server's own, or what a shortcut hands over), in a task."""
+        connection = self.connection
+        task = connection.loop.create_task(self.run(app))
+        tasks = connection.state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _count(self, size: int) -> None:
         if self.left >= 0:
@@ -185,47 +219,58 @@ class _Request:
     def _head(self, headers: Any, size: int, more: bool) -> bytes:
         """The status line and headers; decides the body's framing and whether the connection stays open."""
         status = self.status
-        try:
-            lines = [_STATUS_LINES[status], self.connection.state.default_headers]
-        except KeyError:
-            raise RuntimeError(f"invalid HTTP status {status!r}") from None
+        state = self.connection.state
+        first = state.heads.get(status)
+        if first is None:
+            first = state.head_start(status)
+        lines = [first]
         length = -1
         for name, value in headers:
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
-                raise RuntimeError(f"invalid HTTP header {name!r}: {value!r}")
-            lower = name.lower()
-            if lower == b"content-length":
-                length = int(value)
-                continue  # (written below, once)
-            elif lower == b"transfer-encoding":
-                continue  # the server frames the body itself
-            elif lower == b"connection":
-                if b"close" in value.lower():
-                    self.keep_alive = False
-                continue
+            if len(name) in _FRAMING_NAME_LENGTHS:  # (lower-casing only the names that might be these)
+                lower = name.lower()
+                if lower == b"content-length":
+                    length = int(value)
+                    continue  # (written below, once)
+                if lower == b"transfer-encoding":
+                    continue  # the server frames the body itself
+                if lower == b"connection":
+                    if b"close" in value.lower():
+                        self.keep_alive = False
+                    continue
             lines += (name, b": ", value, b"\r\n")
+        expected = state.head_newlines + ((len(lines) - 1) >> 2) + 1  # (+1: the blank line at the end)
         if status in _NO_BODY_STATUS or status < 200:
             pass
         elif length >= 0:
             self.left = length
             lines += (b"content-length: ", b"%d" % length, b"\r\n")
+            expected += 1
         elif not more:
             self.left = size
             lines += (b"content-length: ", b"%d" % size, b"\r\n")
+            expected += 1
         elif self.scope["http_version"] == "1.1":
             self.chunked = not self.head_only
             lines.append(b"transfer-encoding: chunked\r\n")
+            expected += 1
         else:
             self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
-        if self.connection.state.closing:
+        if state.closing:
             self.keep_alive = False
         if not self.keep_alive:
             lines.append(b"connection: close\r\n\r\n")
+            expected += 1
         elif self.scope["http_version"] == "1.0":
             lines.append(b"connection: keep-alive\r\n\r\n")
+            expected += 1
         else:
             lines.append(b"\r\n")
-        return b"".join(lines)
+        head = b"".join(lines)
+        # A line break inside a name or value would let it write headers of its own (response
+        # splitting): every one in the head must be one the server wrote. One count, not a scan per header.
+        if head.count(b"\n") != expected or head.count(b"\r") != expected:
+            raise RuntimeError(f"invalid HTTP response head (a line break in a header): {head[:200]!r}")
+        return head
 
     # running the app -------------------------------------------------------------------------------
 
@@ -286,14 +331,16 @@ class HttpProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.lingering = False  # answered an error and closing: what arrives is dropped
+        self.on_writable: Callable[[], None] | None = None  # a shortcut waiting for a slow client, once
         self._drain: asyncio.Future[None] | None = None
-        self.idle_since = loop.time()  # deadline bookkeeping for the server's timer
+        self.idle_since = state.now  # deadline bookkeeping for the server's timer (its coarse clock)
         self.head_since: float | None = None  # when the request head being read began (None: not reading one)
         # the request head being parsed
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._expect_continue = False
+        self._has_body = False
         self._upgrade: bytes | None = None
 
     # asyncio.Protocol --------------------------------------------------------------------------------
@@ -342,6 +389,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        writable, self.on_writable = self.on_writable, None
+        if writable is not None:
+            writable()
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -370,8 +420,9 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = []
         self._head_bytes = 0
         self._expect_continue = False
+        self._has_body = False
         self._upgrade = None
-        self.head_since = self.loop.time()
+        self.head_since = self.state.now
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -382,6 +433,8 @@ class HttpProtocol(asyncio.Protocol):
             self._expect_continue = True
         elif name == b"upgrade":
             self._upgrade = value.lower()
+        elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            self._has_body = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -389,24 +442,29 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         if parser.should_upgrade() and self._upgrade == b"websocket":
             return  # handed to the WebSocket protocol when the parser stops (data_received)
-        try:
-            url = httptools.parse_url(self._url)
-        except httptools.HttpParserInvalidURLError:
-            raise httptools.HttpParserError("invalid request target") from None
-        raw_path = url.path or b"/"
+        target = self._url
+        if target[:1] == b"/" and b"?" not in target and b"#" not in target:
+            raw_path, query = target, b""  # (the usual target: no need for the URL parser)
+        else:
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                raise httptools.HttpParserError("invalid request target") from None
+            raw_path, query = url.path or b"/", url.query or b""
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path, encoding="latin-1") if not path.isascii() else unquote(path)
         version = parser.get_http_version()
+        method = parser.get_method()
         state = self.state
         scope = {
             "type": "http", "asgi": _ASGI, "http_version": version, "server": self.server, "client": self.client,
-            "scheme": "http", "method": parser.get_method().decode("ascii"), "root_path": "",
-            "path": path, "raw_path": raw_path, "query_string": url.query or b"", "headers": self._headers,
+            "scheme": "http", "method": _METHODS.get(method) or method.decode("ascii"), "root_path": "",
+            "path": path, "raw_path": raw_path, "query_string": query, "headers": self._headers,
             "state": state.lifespan_state.copy(),
         }
         keep_alive = parser.should_keep_alive() and not state.closing and self._upgrade is None
-        request = _Request(self, scope, keep_alive, self._expect_continue)
+        request = _Request(self, scope, keep_alive, self._expect_continue, self._has_body)
         self.parsing = request
         if self.current is None:
             self._start(request)
@@ -437,10 +495,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, request: _Request) -> None:
         self.current = request
-        task = self.loop.create_task(request.run(self.app))
-        tasks = self.state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        shortcut = self.state.shortcut
+        if shortcut is not None and not request.has_body and shortcut(request):
+            return
+        request.continue_with(self.app)
 
     def finish(self, request: _Request) -> None:
         """The response to ``request`` is complete: log it, then close or go on with the next request."""
@@ -461,8 +519,9 @@ class HttpProtocol(asyncio.Protocol):
             if not self.queue:
                 self.resume_reading()
         else:
-            self.idle_since = self.loop.time()
-            self.resume_reading()
+            self.idle_since = self.state.now
+            if self.reading_paused:
+                self.resume_reading()
 
     def _refuse(self, status: int, message: str) -> None:
         """Answers a request the server cannot take (malformed, too large, too slow), then closes. The
@@ -471,13 +530,13 @@ class HttpProtocol(asyncio.Protocol):
         if self.current is None or not self.current.started:
             body = error_body(status, message)
             self.transport.write(
-                _STATUS_LINES[status] + self.state.default_headers
+                self.state.head_start(status)
                 + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
             )
         logger.info("%s from %s: %s", status, self.client[0] if self.client else "-", message)
         self.head_since = None
         self.lingering = True
-        self.idle_since = self.loop.time()
+        self.idle_since = self.state.now
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.resume_reading()

@@ -25,7 +25,7 @@ from email.utils import formatdate
 from typing import Any
 
 from premier.asgi.exchange import ASGIApp, Message
-from premier.server.protocol import HttpProtocol
+from premier.server.protocol import _STATUS_LINES, HttpProtocol
 
 __all__ = ["Server", "ServerState", "new_event_loop"]
 
@@ -53,13 +53,27 @@ class ServerState:
         self.tasks: set[asyncio.Task[None]] = set()
         self.lifespan_state: dict[str, Any] = {}
         self.closing = False
+        self.now = time.monotonic()  # the loop's clock, read once a second by the timer (deadlines are that coarse)
         self.default_headers = b""
         self.websocket_protocol: Callable[[], asyncio.Protocol] | None = None
         self.websocket_connections: Callable[[], list[Any]] = list  # those handed to the WebSocket protocol
+        # The app's ``shortcut(request) -> bool``, if it has one: answers it can give without running as
+        # ASGI (Premier's gateway: cache hits from memory, forwarding on kept-alive backend connections).
+        self.shortcut: Callable[[Any], bool] | None = getattr(app, "shortcut", None)
         self.refresh_date()
 
     def refresh_date(self) -> None:
         self.default_headers = b"date: " + formatdate(usegmt=True).encode() + b"\r\nserver: premier\r\n"
+        self.head_newlines = 3  # (the status line, date, server)
+        self.heads: dict[int, bytes] = {}  # status -> its status line and the headers above, this second
+
+    def head_start(self, status: int) -> bytes:
+        """The status line and the headers every response carries (``RuntimeError`` for a bad status)."""
+        line = _STATUS_LINES.get(status) if isinstance(status, int) else None
+        if line is None:
+            raise RuntimeError(f"invalid HTTP status {status!r}")
+        start = self.heads[status] = line + self.default_headers
+        return start
 
 
 class Server:
@@ -103,6 +117,7 @@ class Server:
         app = self.app if self.app is not None else self.app_factory()  # type: ignore[misc]
         state = ServerState(app, access_log=self.access_log, keep_alive_timeout=self.keep_alive_timeout,
                             header_timeout=self.header_timeout)
+        state.now = loop.time()
         state.websocket_protocol = _websocket_protocol(app, state, self.ws_max_size)
         lifespan = _Lifespan(app, state.lifespan_state, self.lifespan)
         if not await lifespan.startup():
@@ -156,7 +171,7 @@ class Server:
         while True:
             await asyncio.sleep(1.0)
             state.refresh_date()
-            now = loop.time()
+            now = state.now = loop.time()
             for connection in list(state.connections):
                 connection.check_deadlines(now)
 

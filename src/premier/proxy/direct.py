@@ -1,0 +1,229 @@
+"""The direct path: forwarding a request on a kept-alive backend connection inside the servers' protocol
+callbacks, with no ASGI messages, task, future or coroutine per request.
+
+Premier's own server (``premier.server``) offers it to the gateway as a *shortcut*; the gateway takes it
+for routes with no features (in standalone mode, when no one counts requests: see
+``ASGIGateway.shortcut``). It does what :class:`~premier.proxy.reverse_proxy.ReverseProxy` does — the
+same request head, the same response headers, the same health accounting and error answers — for the
+case that needs no waiting of its own: an idempotent request without a body, and a backend (chosen by
+the balancer as usual) with an idle connection. Anything else is handed to the reverse proxy's own
+coroutine, with the chosen backend, before a byte reached the client:
+
+- no idle connection to the chosen backend (the first requests, or after an idle timeout);
+- the kept-alive connection was closed by the backend before it answered (the reverse proxy then
+  drops the backend's other idle connections and tries a fresh one, as it does itself).
+
+A response streams through as it arrives (one write per arrival, the head with the first body part);
+when the client reads slower than the backend sends, the backend's connection stops being read until
+the client catches up. A malformed answer is a 502, no answer within ``read_timeout`` seconds a 504
+(JSON naming the backend, a log line); a failure after the response started closes the client's
+connection, and a client that leaves closes the backend's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from premier.asgi.exchange import ASGIApp, Scope, error_body, error_headers
+from premier.proxy.http1 import UpstreamClosed, UpstreamConnection
+from premier.proxy.pool import Backend
+from premier.proxy.reverse_proxy import (
+    IDEMPOTENT,
+    AttemptFailed,
+    ReverseProxy,
+    failure_message,
+    log_failure,
+    logger,
+    request_bytes,
+    response_headers,
+    upstream_target,
+)
+
+__all__ = ["DirectForward", "DirectRequest"]
+
+
+class DirectRequest(Protocol):
+    """What the server hands a shortcut: the request, and a response written without awaiting."""
+
+    scope: Scope
+    disconnected: bool
+    connection: Any  # ``writing_paused`` and ``on_writable``: the client's flow control
+
+    def start(self, status: int, headers: Any) -> None: ...
+    def write(self, body: bytes, more: bool) -> None: ...
+    def respond(self, status: int, headers: Any, body: bytes) -> None: ...
+    def abort(self) -> None: ...
+    def continue_with(self, app: ASGIApp) -> None: ...
+
+
+class DirectForward:
+    """The direct path in front of ``proxy``: ``forward(request)`` takes the request (``True``) or leaves
+    it to the ASGI app (``False``)."""
+
+    __slots__ = ("proxy",)
+
+    def __init__(self, proxy: ReverseProxy) -> None:
+        self.proxy = proxy
+
+    def __call__(self, request: DirectRequest, path: str = "", params: Any = None) -> bool:
+        scope = request.scope
+        method: str = scope["method"]
+        if method not in IDEMPOTENT:
+            return False
+        proxy = self.proxy
+        pool = proxy.pool
+        backend = pool.pick()
+        if backend is None:
+            return False  # the reverse proxy answers the 503
+        connection = pool.idle_connection(backend)
+        if connection is None:
+            request.continue_with(_handing_over(proxy, backend))
+            return True
+        head, host, _ = proxy.request_head(scope)
+        _Exchange(proxy, backend, connection, request).send(
+            request_bytes(method, backend, upstream_target(scope, proxy.strip_prefix), host, head), method == "HEAD"
+        )
+        return True
+
+
+def _handing_over(proxy: ReverseProxy, backend: Backend) -> ASGIApp:
+    async def forward(scope: Scope, receive: Any, send: Any) -> None:
+        await proxy.forward(scope, receive, send, backend)
+
+    return forward
+
+
+class _Exchange:
+    """One request on one kept-alive connection; ``on_data`` runs after each arrival from the backend."""
+
+    __slots__ = ("backend", "connection", "deadline", "proxy", "request", "started", "timer")
+
+    def __init__(self, proxy: ReverseProxy, backend: Backend, connection: UpstreamConnection, request: DirectRequest) -> None:
+        self.proxy = proxy
+        self.backend = backend
+        self.connection = connection
+        self.request = request
+        self.started = False  # the response's head was handed to the client
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+
+    def send(self, data: bytes, head_only: bool) -> None:
+        connection = self.connection
+        connection.listener = self
+        connection.start_response(head_only=head_only)
+        connection.write(data)
+        connection.request_sent = True
+        self.backend.in_flight += 1
+        loop = connection.loop
+        self.deadline = loop.time() + self.proxy.read_timeout
+        self.timer = loop.call_at(self.deadline, self._on_timer)
+
+    def on_data(self) -> None:
+        try:
+            self._on_data()
+        except Exception:  # (a bug must not leave both connections hanging)
+            logger.exception("upstream %s: the direct path failed", self.backend.url)
+            self.request.abort()
+            self._end(abort=True)
+
+    def _on_data(self) -> None:
+        connection = self.connection
+        request = self.request
+        if request.disconnected:
+            self._end(abort=True)
+            return
+        if not self.started:
+            if connection.error is not None and not connection.head_done:
+                self._failed_before_head(connection.error)
+                return
+            if not connection.head_done:
+                self._progress()
+                return
+            self.started = True
+            status = connection.status
+            health = self.backend.health
+            if 502 <= status <= 504:
+                health.failure(self.proxy.pool.clock())
+            else:
+                health.success(self.proxy.pool.clock())
+            request.start(status, response_headers(connection.headers))
+        data = connection.take_body()
+        if connection.complete:
+            self._end(abort=False)  # (first: the client's next request may reuse the connection)
+            request.write(data, False)
+        elif connection.error is not None:
+            if data:
+                request.write(data, True)
+            logger.warning("upstream %s: %s after the response started; closing the client's connection",
+                           self.backend.url, connection.error)
+            request.abort()
+            self._end(abort=True)
+        else:
+            if data:
+                request.write(data, True)
+                self._progress()
+            client = request.connection
+            if client.writing_paused and connection.transport is not None:
+                connection.transport.pause_reading()  # until the client has caught up
+                client.on_writable = self._client_writable
+
+    def _client_writable(self) -> None:
+        connection = self.connection
+        if connection.listener is self and connection.transport is not None and not connection.closed:
+            connection.transport.resume_reading()
+
+    def _progress(self) -> None:
+        self.deadline = self.connection.loop.time() + self.proxy.read_timeout
+
+    def _on_timer(self) -> None:
+        loop = self.connection.loop
+        if loop.time() < self.deadline:  # there was progress since: wait for the rest of the time
+            self.timer = loop.call_at(self.deadline, self._on_timer)
+            return
+        self.timer = None
+        request = self.request
+        if self.started or request.disconnected:
+            if not request.disconnected:
+                logger.warning("upstream %s: no data within %g s after the response started; closing the "
+                               "client's connection", self.backend.url, self.proxy.read_timeout)
+                request.abort()
+            self._end(abort=True)
+            return
+        self.backend.health.failure(self.proxy.pool.clock())
+        self._answer(AttemptFailed(504, f"no response within {self.proxy.read_timeout:g} s", failover=False))
+
+    def _failed_before_head(self, error: BaseException) -> None:
+        connection = self.connection
+        backend = self.backend
+        if not connection.received and isinstance(error, UpstreamClosed):
+            # The backend closed the kept-alive connection (restarted, or timed it out): as the reverse
+            # proxy does, drop its other idle ones, and let it try a fresh connection.
+            self._end(abort=True)
+            while backend.idle:
+                backend.idle.pop().close()
+            self.request.continue_with(_handing_over(self.proxy, backend))
+            return
+        backend.health.failure(self.proxy.pool.clock())
+        self._answer(AttemptFailed(502, str(error), failover=False))
+
+    def _answer(self, failed: AttemptFailed) -> None:
+        self._end(abort=True)
+        request = self.request
+        log_failure(self.backend, failed, request.scope)
+        body = error_body(failed.status, failure_message(self.backend, failed))
+        request.respond(failed.status, error_headers(body), body)
+
+    def _end(self, *, abort: bool) -> None:
+        connection = self.connection
+        if connection.listener is not self:
+            return
+        connection.listener = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.backend.in_flight -= 1
+        if abort:
+            connection.abort()
+        else:
+            self.proxy.pool.release(self.backend, connection)
