@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from premier.asgi.chain import Step
-from premier.asgi.exchange import Exchange, Message, Rejection, Send, error_body
+from premier.asgi.exchange import Exchange, Message, Rejection, Scope, Send, error_body
 from premier.config.schema import CacheConfig
 
 __all__ = ["HttpCacheStep"]
@@ -49,14 +49,25 @@ _LOCK_TTL = 10.0
 _LOCK_WAIT = 5.0
 _LOCK_POLL = 0.02
 _NOT_CACHED = error_body(504, "Not in cache (only-if-cached)")
+_NO_DIRECTIVES: dict[str, str] = {}
 
 
 _REQUEST_HEADERS = frozenset({b"cache-control", b"range", b"pragma", b"authorization", b"if-none-match"})
+_NONE_OF_THEM: dict[bytes, bytes] = {}  # (shared, never written: most requests carry none of those)
+_AGES = [str(age).encode() for age in range(3600)]
+_HIT_LINES = [b"age: %d\r\nx-cache: HIT\r\n" % age for age in range(3600)]
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
 def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     """The request headers the cache looks at, in one pass over the list."""
-    return {name: value for name, value in headers if name in _REQUEST_HEADERS}
+    found = _NONE_OF_THEM
+    for name, value in headers:
+        if name in _REQUEST_HEADERS:
+            if found is _NONE_OF_THEM:
+                found = {}
+            found[name] = value
+    return found
 
 
 def _directives(value: bytes | None) -> dict[str, str]:
@@ -90,6 +101,7 @@ class CachedResponse:
         "status",
         "stored_at",
         "vary",
+        "wire",
     )
 
     def __init__(
@@ -112,6 +124,18 @@ class CachedResponse:
         self.vary = vary
         self.auth_ok = auth_ok
         self.nbytes = len(body) + sum(len(k) + len(v) for k, v in headers)  # what a memory provider counts
+        self.wire: bytes | None = None  # the header lines as a server writes them (``wire_lines``)
+
+    def wire_lines(self) -> bytes | None:
+        """The stored header lines, serialized once, without the framing headers a server writes itself
+        (``None`` when one holds a line break: then the server's own checks must see every header)."""
+        wire = self.wire
+        if wire is None:
+            lines = [b"%s: %s\r\n" % header for header in self.headers if header[0] not in _FRAMING]
+            wire = self.wire = b"".join(lines)
+            if wire.count(b"\n") != len(lines) or wire.count(b"\r") != len(lines):
+                wire = self.wire = b""
+        return wire or None
 
 
 class _Capture:
@@ -182,24 +206,27 @@ class HttpCacheStep:
         return f"{self.prefix}GET:{len(path)}:{path}"
 
     def _base_key(self, ex: Exchange) -> str:
-        query = ex.scope.get("query_string", b"").decode("latin-1")
+        return self._key(ex.scope, ex.path, ex.params)
+
+    def _key(self, scope: Scope, path: str, params: dict[str, str]) -> str:
+        query = scope.get("query_string", b"").decode("latin-1")
         if self.key_template:
             values = dict(parse_qsl(query)) if query else {}
-            values.update(ex.params)
+            values.update(params)
             try:
                 # The template picks what distinguishes entries *within* the path (which query
                 # parameters matter); it never lets two paths share an entry.
-                return f"{self._path_prefix(ex.path)}#{self.key_template.format_map(values)}"
+                return f"{self._path_prefix(path)}#{self.key_template.format_map(values)}"
             except (KeyError, IndexError, ValueError, AttributeError):
                 pass  # the request lacks a {name}: fall back to the full key, never share wrongly
-        return f"{self._path_prefix(ex.path)}?{query}"
+        return f"{self.prefix}GET:{len(path)}:{path}?{query}"
 
     async def _lookup(self, ex: Exchange, base_key: str) -> CachedResponse | None:
         """The stored entry for this request, from a provider that must be awaited (the in-process
         lookup, the same steps without awaiting, is ``_lookup_now``)."""
         found = await self.provider.get(base_key)
         if isinstance(found, tuple):  # a Vary marker: the entry is at a key with the request's values
-            found = await self.provider.get(_variant_key(base_key, found, ex))
+            found = await self.provider.get(_variant_key(base_key, found, ex.scope["headers"]))
         return found if isinstance(found, CachedResponse) else None
 
     # -- the step ----------------------------------------------------------------------------------
@@ -275,55 +302,95 @@ class HttpCacheStep:
     async def _serve_fresh(
         self, ex: Exchange, base_key: str, request_cc: dict[str, str], request: dict[bytes, bytes]
     ) -> bool:
+        headers = ex.scope["headers"]
         # answered without awaiting from this process's memory: a hit is the path that must be fast
-        entry = self._lookup_now(ex, base_key) if self.local else await self._lookup(ex, base_key)
-        answer = self._answer(ex, entry, request_cc, request)
+        entry = self._lookup_now(base_key, headers) if self.local else await self._lookup(ex, base_key)
+        answer = self._answer(entry, request_cc, request, ex.scope["method"])
         if answer is None:
             return False
+        if ex.cache_status == "MISS" and ex.extra_headers:  # marked a miss, then served another process's entry
+            ex.extra_headers.pop(b"x-cache", None)
+        ex.cache_status = "HIT"
         status, headers, body = answer
         await ex.send({"type": "http.response.start", "status": status, "headers": headers})
         await ex.send({"type": "http.response.body", "body": body})
         return True
 
-    def answer_now(self, ex: Exchange) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """The response a fresh entry in this process's memory gives the request, found without
-        awaiting (``None``: the step must run — a miss, a revalidation, another method, a shared store)."""
-        method = ex.scope["method"]
+    def answer_now(
+        self, scope: Scope, path: str, params: dict[str, str]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The response a fresh entry in this process's memory gives the request (to ``path``, with
+        the route's ``params``), found without awaiting. ``None``: the step must run — a miss, a
+        revalidation, another method, a store shared with other processes."""
+        hit = self.hit_now(scope, path, params)
+        return None if hit is None else self._render(*hit, scope["method"])
+
+    def hit_now(
+        self, scope: Scope, path: str, params: dict[str, str]
+    ) -> tuple[CachedResponse, float, dict[bytes, bytes]] | None:
+        """``answer_now``'s entry, before its response is made: the entry, its age, the request's
+        cache-related headers."""
+        method = scope["method"]
         if not self.local or (method != "GET" and method != "HEAD"):
             return None
-        request = _request_headers(ex.scope["headers"])
-        request_cc = _directives(request.get(b"cache-control"))
-        if "no-store" in request_cc or "no-cache" in request_cc or b"range" in request or request.get(b"pragma") == b"no-cache":
-            return None
-        base_key = self._base_key(ex)
-        return self._answer(ex, self._lookup_now(ex, base_key), request_cc, request)
+        headers = scope["headers"]
+        request = _request_headers(headers)
+        request_cc = _NO_DIRECTIVES
+        if request:
+            request_cc = _directives(request.get(b"cache-control"))
+            if ("no-store" in request_cc or "no-cache" in request_cc or b"range" in request
+                    or request.get(b"pragma") == b"no-cache"):
+                return None
+        entry = self._lookup_now(self._key(scope, path, params), headers)
+        age = self._fresh(entry, request_cc, request)
+        return None if age is None or entry is None else (entry, age, request)
 
-    def _lookup_now(self, ex: Exchange, base_key: str) -> CachedResponse | None:
+    @staticmethod
+    def hit_lines(age: float) -> bytes:
+        """The ``Age`` and ``X-Cache: HIT`` lines of a hit."""
+        seconds = int(age)
+        return _HIT_LINES[seconds] if seconds < 3600 else b"age: %d\r\nx-cache: HIT\r\n" % seconds
+
+    def _lookup_now(self, base_key: str, headers: list[tuple[bytes, bytes]]) -> CachedResponse | None:
         found = self.provider.get_nowait(base_key)
         if isinstance(found, tuple):  # a Vary marker: the entry is at a key with the request's values
-            found = self.provider.get_nowait(_variant_key(base_key, found, ex))
+            found = self.provider.get_nowait(_variant_key(base_key, found, headers))
         return found if isinstance(found, CachedResponse) else None
 
     def _answer(
-        self, ex: Exchange, entry: CachedResponse | None, request_cc: dict[str, str], request: dict[bytes, bytes]
+        self, entry: CachedResponse | None, request_cc: dict[str, str], request: dict[bytes, bytes], method: str
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """What a hit on ``entry`` answers (``None``: not fresh enough for this request)."""
+        age = self._fresh(entry, request_cc, request)
+        return None if age is None or entry is None else self._render(entry, age, request, method)
+
+    def _fresh(self, entry: CachedResponse | None, request_cc: dict[str, str], request: dict[bytes, bytes]) -> float | None:
+        """The age of ``entry`` if it may answer this request (``None``: absent, stale, not for it)."""
         if entry is None:
             return None
         now = self.clock()
         age = now - entry.stored_at
-        if now >= entry.expires_at or (b"authorization" in request and not entry.auth_ok):
+        if now >= entry.expires_at or (request and b"authorization" in request and not entry.auth_ok):
             return None
-        max_age = _seconds(request_cc.get("max-age"))
-        if max_age is not None and age > max_age:
-            return None
-        if ex.cache_status == "MISS" and ex.extra_headers:  # marked a miss, then served another process's entry
-            ex.extra_headers.pop(b"x-cache", None)
-        ex.cache_status = "HIT"
-        extra = [(b"age", str(int(age)).encode()), (b"x-cache", b"HIT")]
-        if entry.etag is not None and _etag_matches(request.get(b"if-none-match"), entry.etag):
+        if request_cc:
+            max_age = _seconds(request_cc.get("max-age"))
+            if max_age is not None and age > max_age:
+                return None
+        return age
+
+    @staticmethod
+    def not_modified(entry: CachedResponse, request: dict[bytes, bytes]) -> bool:
+        """Whether the request's ``If-None-Match`` matches the entry: the hit answers 304."""
+        return entry.etag is not None and bool(request) and _etag_matches(request.get(b"if-none-match"), entry.etag)
+
+    def _render(
+        self, entry: CachedResponse, age: float, request: dict[bytes, bytes], method: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        seconds = int(age)
+        extra = ((b"age", _AGES[seconds] if seconds < 3600 else str(seconds).encode()), (b"x-cache", b"HIT"))
+        if self.not_modified(entry, request):
             return 304, [*(item for item in entry.headers if item[0] in _NOT_MODIFIED_HEADERS), *extra], b""
-        return entry.status, [*entry.headers, *extra], b"" if ex.scope["method"] == "HEAD" else entry.body
+        return entry.status, [*entry.headers, *extra], b"" if method == "HEAD" else entry.body
 
     async def _fetch_and_store(self, ex: Exchange, base_key: str, has_auth: bool) -> None:
         outer_send = ex.send
@@ -365,7 +432,7 @@ class HttpCacheStep:
         if vary:
             await self.provider.set(base_key, vary, ttl=lifetime)
             self._index(ex.path, base_key)
-            key = _variant_key(base_key, vary, ex)
+            key = _variant_key(base_key, vary, ex.scope["headers"])
         await self.provider.set(key, entry, ttl=lifetime)
         self._index(ex.path, key)
 
@@ -405,8 +472,8 @@ class HttpCacheStep:
         self.paths.clear()
 
 
-def _variant_key(base_key: str, vary: tuple[bytes, ...], ex: Exchange) -> str:
-    values = [(ex.header(name) or b"").decode("latin-1") for name in vary]
+def _variant_key(base_key: str, vary: tuple[bytes, ...], headers: list[tuple[bytes, bytes]]) -> str:
+    values = [next((v for k, v in headers if k == name), b"").decode("latin-1") for name in vary]
     return base_key + "\x00" + "\x00".join(values)
 
 

@@ -34,6 +34,7 @@ __all__ = ["Shortcut", "shortcut_for", "shortcut_for_app"]
 Shortcut = Callable[["DirectRequest", str, dict[str, str]], bool]
 
 _CACHE_SHORTCUT_FEATURES = frozenset({"cache", "timeout", "monitoring"})
+_NO_BODY = frozenset({204, 304})
 
 
 def shortcut_for(route: Route, app: ASGIApp) -> Shortcut | None:
@@ -78,16 +79,26 @@ class _CacheHit:
         self.pattern = route.pattern
 
     def __call__(self, request: DirectRequest, path: str, params: dict[str, str]) -> bool:
-        started = perf_counter()
-        ex = Exchange(request.scope, _nothing_to_receive, _nowhere, path, self.pattern, params)
-        answer = self.cache.answer_now(ex)
-        if answer is None:
-            return False
-        request.respond(*answer)
         entry = self.entry
-        if entry.log_threshold != math.inf:
+        started = perf_counter() if entry.log_threshold != math.inf else 0.0
+        scope = request.scope
+        cache = self.cache
+        hit = cache.hit_now(scope, path, params)
+        if hit is None:
+            return False
+        stored, age, cache_headers = hit
+        status = stored.status
+        lines = stored.wire_lines() if status >= 200 and status not in _NO_BODY else None
+        if lines is None or cache.not_modified(stored, cache_headers):
+            status, headers, body = cache.answer_now(scope, path, params) or (0, [], b"")
+            request.respond(status, headers, body)
+        else:  # the usual hit: its header lines were serialized when first served
+            body = stored.body
+            request.respond_serialized(status, lines + cache.hit_lines(age), b"" if scope["method"] == "HEAD" else body, len(body))
+        if started:
             duration = perf_counter() - started
             if duration >= entry.log_threshold:
-                ex.status = answer[0]
+                ex = Exchange(scope, _nothing_to_receive, _nowhere, path, self.pattern, params)
+                ex.status = status
                 entry.log_slow(ex, duration)
         return True

@@ -53,6 +53,7 @@ class DirectRequest(Protocol):
     def start(self, status: int, headers: Any) -> None: ...
     def write(self, body: bytes, more: bool) -> None: ...
     def respond(self, status: int, headers: Any, body: bytes) -> None: ...
+    def respond_serialized(self, status: int, lines: bytes, body: bytes, length: int) -> None: ...
     def abort(self) -> None: ...
     def continue_with(self, app: ASGIApp) -> None: ...
 
@@ -61,10 +62,11 @@ class DirectForward:
     """The direct path in front of ``proxy``: ``forward(request)`` takes the request (``True``) or leaves
     it to the ASGI app (``False``)."""
 
-    __slots__ = ("proxy",)
+    __slots__ = ("deadlines", "proxy")
 
     def __init__(self, proxy: ReverseProxy) -> None:
         self.proxy = proxy
+        self.deadlines = _Deadlines(proxy.read_timeout)
 
     def __call__(self, request: DirectRequest, path: str = "", params: Any = None) -> bool:
         scope = request.scope
@@ -81,7 +83,7 @@ class DirectForward:
             request.continue_with(_handing_over(proxy, backend))
             return True
         head, host, _ = proxy.request_head(scope)
-        _Exchange(proxy, backend, connection, request).send(
+        _Exchange(proxy, backend, connection, request, self.deadlines).send(
             request_bytes(method, backend, upstream_target(scope, proxy.strip_prefix), host, head), method == "HEAD"
         )
         return True
@@ -94,18 +96,46 @@ def _handing_over(proxy: ReverseProxy, backend: Backend) -> ASGIApp:
     return forward
 
 
+class _Deadlines:
+    """The read timeouts of one proxy's exchanges in flight, checked by one timer: a request costs a
+    set entry, not a timer of its own. A timeout is noticed within a quarter of ``read_timeout`` (at
+    most a second) after it passed."""
+
+    __slots__ = ("exchanges", "interval", "timeout", "timer")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.interval = min(1.0, timeout / 4)
+        self.exchanges: set[_Exchange] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, exchange: _Exchange, loop: asyncio.AbstractEventLoop) -> None:
+        self.exchanges.add(exchange)
+        if self.timer is None:
+            self.timer = loop.call_later(self.interval, self._check, loop)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for exchange in [e for e in self.exchanges if e.deadline <= now]:
+            exchange.expired()
+        self.timer = loop.call_later(self.interval, self._check, loop) if self.exchanges else None
+
+
 class _Exchange:
     """One request on one kept-alive connection; ``on_data`` runs after each arrival from the backend."""
 
-    __slots__ = ("backend", "connection", "deadline", "proxy", "request", "started", "timer")
+    __slots__ = ("backend", "connection", "deadline", "deadlines", "proxy", "request", "started")
 
-    def __init__(self, proxy: ReverseProxy, backend: Backend, connection: UpstreamConnection, request: DirectRequest) -> None:
+    def __init__(
+        self, proxy: ReverseProxy, backend: Backend, connection: UpstreamConnection, request: DirectRequest,
+        deadlines: _Deadlines,
+    ) -> None:
         self.proxy = proxy
         self.backend = backend
         self.connection = connection
         self.request = request
+        self.deadlines = deadlines
         self.started = False  # the response's head was handed to the client
-        self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0
 
     def send(self, data: bytes, head_only: bool) -> None:
@@ -116,8 +146,8 @@ class _Exchange:
         connection.request_sent = True
         self.backend.in_flight += 1
         loop = connection.loop
-        self.deadline = loop.time() + self.proxy.read_timeout
-        self.timer = loop.call_at(self.deadline, self._on_timer)
+        self.deadline = loop.time() + self.deadlines.timeout
+        self.deadlines.add(self, loop)
 
     def on_data(self) -> None:
         try:
@@ -174,14 +204,10 @@ class _Exchange:
             connection.transport.resume_reading()
 
     def _progress(self) -> None:
-        self.deadline = self.connection.loop.time() + self.proxy.read_timeout
+        self.deadline = self.connection.loop.time() + self.deadlines.timeout
 
-    def _on_timer(self) -> None:
-        loop = self.connection.loop
-        if loop.time() < self.deadline:  # there was progress since: wait for the rest of the time
-            self.timer = loop.call_at(self.deadline, self._on_timer)
-            return
-        self.timer = None
+    def expired(self) -> None:
+        """No progress within the read timeout."""
         request = self.request
         if self.started or request.disconnected:
             if not request.disconnected:
@@ -219,9 +245,7 @@ class _Exchange:
         if connection.listener is not self:
             return
         connection.listener = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadlines.exchanges.discard(self)
         self.backend.in_flight -= 1
         if abort:
             connection.abort()

@@ -223,7 +223,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()  # (llhttp forgets it once the message is complete)
         if self._head_only or status in (101, 204, 304):
             self.complete = True
-        else:
+        elif not self.keep_alive:  # (a body that only the close can end is never kept alive)
             names = {name for name, _ in self.headers}
             self.until_close = b"content-length" not in names and b"transfer-encoding" not in names
 

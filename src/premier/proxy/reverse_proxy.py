@@ -51,6 +51,7 @@ REWRITTEN_REQUEST_HEADERS = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forw
 _NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}
 
 _NO_BODY, _LENGTH, _CHUNKED = 0, 1, 2
+_NO_OPTIONS: set[bytes] = set()
 
 
 class _ClientGone(Exception):
@@ -80,6 +81,7 @@ class ReverseProxy:
         self.preserve_host = preserve_host
         self.strip_prefix = strip_prefix.rstrip("/") if strip_prefix else None
         self.read_timeout = pool.config.read_timeout
+        self._forwarded: dict[tuple[str, str], bytes] = {}  # (peer, scheme) -> X-Forwarded-For/-Proto lines (bounded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -233,8 +235,23 @@ class ReverseProxy:
             lines += (name, b": ", value, b"\r\n")
         if connection is not None:
             lines = _without_connection_options(lines, connection)
-        for name, value in forwarded_headers(scope, self.identity, forwarded_for, forwarded_proto, forwarded_host, host):
-            lines += (name, b": ", value, b"\r\n")
+        if forwarded_for is None and forwarded_proto is None and forwarded_host is None:
+            # the usual request (none of its own): the lines for its peer, made once per address
+            client = scope.get("client")
+            key = (client[0] if client else "", scope.get("scheme", "http"))
+            forwarded = self._forwarded.get(key)
+            if forwarded is None:
+                if len(self._forwarded) >= 4096:
+                    self._forwarded.clear()
+                forwarded = self._forwarded[key] = b"".join(
+                    b"%s: %s\r\n" % item for item in forwarded_headers(scope, self.identity, None, None, None, None)
+                )
+            lines.append(forwarded)
+            if host is not None:
+                lines += (b"x-forwarded-host: ", host, b"\r\n")
+        else:
+            for name, value in forwarded_headers(scope, self.identity, forwarded_for, forwarded_proto, forwarded_host, host):
+                lines += (name, b": ", value, b"\r\n")
         if body == _CHUNKED:
             lines.append(b"transfer-encoding: chunked\r\n")
         lines.append(b"\r\n")
@@ -288,15 +305,25 @@ async def _receive(receive: Callable[[], Awaitable[Message]]) -> Message:
 
 
 def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    kept = [(name, value) for name, value in headers if name not in _NOT_RETURNED]
-    for name, value in headers:
-        if name == b"connection":
-            return _without_connection_options_pairs(kept, value)
-    return kept
+    """The backend's response headers the client gets: hop-by-hop ones (and those ``Connection`` names),
+    ``Date`` and ``Server`` left out."""
+    kept = []
+    connection = None
+    for header in headers:
+        if header[0] in _NOT_RETURNED:
+            if header[0] == b"connection":
+                connection = header[1]
+            continue
+        kept.append(header)
+    return kept if connection is None else _without_connection_options_pairs(kept, connection)
 
 
 def _connection_options(value: bytes) -> set[bytes]:
-    return {token.strip().lower() for token in value.split(b",")} - {b"close", b"keep-alive", b""}
+    """The header names a ``Connection`` header lists (hop-by-hop too), less its plain options."""
+    lowered = value.lower()
+    if lowered == b"keep-alive" or lowered == b"close":
+        return _NO_OPTIONS  # (what nearly every backend sends)
+    return {token.strip() for token in lowered.split(b",")} - {b"close", b"keep-alive", b""}
 
 
 def _without_connection_options(lines: list[bytes], connection: bytes) -> list[bytes]:

@@ -61,6 +61,7 @@ def _status_line(status: int) -> bytes:
 _STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 _NO_BODY_STATUS = frozenset({204, 304})
 _FRAMING_NAME_LENGTHS = frozenset({len(b"content-length"), len(b"transfer-encoding"), len(b"connection")})
+_WATCHED_NAME_LENGTHS = frozenset({len(b"expect"), len(b"upgrade"), len(b"transfer-encoding"), len(b"content-length")})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -196,6 +197,30 @@ class _Request:
         """A whole response at once."""
         self.start(status, headers)
         self.write(body, False)
+
+    def respond_serialized(self, status: int, lines: bytes, body: bytes, length: int) -> None:
+        """A whole response whose header lines are already bytes — each ending in CRLF, none holding
+        another line break, no framing header among them — with a ``length``-byte body (``body``: it,
+        or nothing for HEAD). The server adds its own headers, ``content-length`` and ``connection``."""
+        connection = self.connection
+        state = connection.state
+        first = state.heads.get(status)
+        if first is None:
+            first = state.head_start(status)
+        self.started = True
+        self.status = status
+        self.expect_continue = False
+        if state.closing:
+            self.keep_alive = False
+        if not self.keep_alive:
+            tail = b"content-length: %d\r\nconnection: close\r\n\r\n" % length
+        elif self.scope["http_version"] == "1.0":
+            tail = b"content-length: %d\r\nconnection: keep-alive\r\n\r\n" % length
+        else:
+            tail = b"content-length: %d\r\n\r\n" % length
+        if not self.disconnected:
+            connection.transport.write(b"".join((first, lines, tail, b"" if self.head_only else body)))
+        connection.finish(self)
 
     def abort(self) -> None:
         """Close the client's connection (a response that cannot be finished)."""
@@ -429,12 +454,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
-            self._expect_continue = True
-        elif name == b"upgrade":
-            self._upgrade = value.lower()
-        elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-            self._has_body = True
+        if len(name) in _WATCHED_NAME_LENGTHS:
+            if name == b"expect" and value.lower() == b"100-continue":
+                self._expect_continue = True
+            elif name == b"upgrade":
+                self._upgrade = value.lower()
+            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                self._has_body = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -443,15 +469,17 @@ class HttpProtocol(asyncio.Protocol):
         if parser.should_upgrade() and self._upgrade == b"websocket":
             return  # handed to the WebSocket protocol when the parser stops (data_received)
         target = self._url
-        if target[:1] == b"/" and b"?" not in target and b"#" not in target:
-            raw_path, query = target, b""  # (the usual target: no need for the URL parser)
+        path = target.decode("latin-1")
+        # (str tests: `in` on bytes first tries the operand as an integer, an exception each time)
+        if path[:1] == "/" and "?" not in path and "#" not in path:
+            raw_path, query = target, b""  # the usual target: no need for the URL parser
         else:
             try:
                 url = httptools.parse_url(target)
             except httptools.HttpParserInvalidURLError:
                 raise httptools.HttpParserError("invalid request target") from None
             raw_path, query = url.path or b"/", url.query or b""
-        path = raw_path.decode("latin-1")
+            path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path, encoding="latin-1") if not path.isascii() else unquote(path)
         version = parser.get_http_version()
