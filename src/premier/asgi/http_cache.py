@@ -57,6 +57,7 @@ _NONE_OF_THEM: dict[bytes, bytes] = {}  # (shared, never written: most requests 
 _AGES = [str(age).encode() for age in range(3600)]
 _HIT_LINES = [b"age: %d\r\nx-cache: HIT\r\n" % age for age in range(3600)]
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_NO_BODY_STATUS = frozenset({204, 304})
 
 
 def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
@@ -127,11 +128,13 @@ class CachedResponse:
         self.wire: bytes | None = None  # the header lines as a server writes them (``wire_lines``)
 
     def wire_lines(self) -> bytes | None:
-        """The stored header lines, serialized once, without the framing headers a server writes itself
-        (``None`` when one holds a line break: then the server's own checks must see every header)."""
+        """The stored header lines as a server writes them, serialized once: the body's
+        ``content-length``, no other framing header (``None`` when one holds a line break: then the
+        server's own checks must see every header)."""
         wire = self.wire
         if wire is None:
             lines = [b"%s: %s\r\n" % header for header in self.headers if header[0] not in _FRAMING]
+            lines.append(b"content-length: %d\r\n" % len(self.body))
             wire = self.wire = b"".join(lines)
             if wire.count(b"\n") != len(lines) or wire.count(b"\r") != len(lines):
                 wire = self.wire = b""
@@ -206,10 +209,10 @@ class HttpCacheStep:
         return f"{self.prefix}GET:{len(path)}:{path}"
 
     def _base_key(self, ex: Exchange) -> str:
-        return self._key(ex.scope, ex.path, ex.params)
+        return self._key(ex.scope.get("query_string", b""), ex.path, ex.params)
 
-    def _key(self, scope: Scope, path: str, params: dict[str, str]) -> str:
-        query = scope.get("query_string", b"").decode("latin-1")
+    def _key(self, raw_query: bytes, path: str, params: dict[str, str]) -> str:
+        query = raw_query.decode("latin-1")
         if self.key_template:
             values = dict(parse_qsl(query)) if query else {}
             values.update(params)
@@ -322,18 +325,17 @@ class HttpCacheStep:
         """The response a fresh entry in this process's memory gives the request (to ``path``, with
         the route's ``params``), found without awaiting. ``None``: the step must run — a miss, a
         revalidation, another method, a store shared with other processes."""
-        hit = self.hit_now(scope, path, params)
-        return None if hit is None else self._render(*hit, scope["method"])
+        method = scope["method"]
+        hit = self.hit_now(method, scope["headers"], scope.get("query_string", b""), path, params)
+        return None if hit is None else self._render(*hit, method)
 
     def hit_now(
-        self, scope: Scope, path: str, params: dict[str, str]
+        self, method: str, headers: list[tuple[bytes, bytes]], query: bytes, path: str, params: dict[str, str]
     ) -> tuple[CachedResponse, float, dict[bytes, bytes]] | None:
         """``answer_now``'s entry, before its response is made: the entry, its age, the request's
         cache-related headers."""
-        method = scope["method"]
         if not self.local or (method != "GET" and method != "HEAD"):
             return None
-        headers = scope["headers"]
         request = _request_headers(headers)
         request_cc = _NO_DIRECTIVES
         if request:
@@ -341,9 +343,28 @@ class HttpCacheStep:
             if ("no-store" in request_cc or "no-cache" in request_cc or b"range" in request
                     or request.get(b"pragma") == b"no-cache"):
                 return None
-        entry = self._lookup_now(self._key(scope, path, params), headers)
+        entry = self._lookup_now(self._key(query, path, params), headers)
         age = self._fresh(entry, request_cc, request)
         return None if age is None or entry is None else (entry, age, request)
+
+    def wire_now(
+        self, method: str, headers: list[tuple[bytes, bytes]], query: bytes, path: str, params: dict[str, str]
+    ) -> tuple[int, bytes, bytes] | None:
+        """The usual hit as a server writes it: ``(status, header lines, body)`` — the lines
+        serialized once per entry, ``content-length`` among them, ``Age`` and ``X-Cache`` added — or
+        ``None`` for anything else (no hit, a 304, a status without a body, a header that needs the
+        server's own checks)."""
+        hit = self.hit_now(method, headers, query, path, params)
+        if hit is None:
+            return None
+        entry, age, request = hit
+        status = entry.status
+        if status < 200 or status in _NO_BODY_STATUS or (request and self.not_modified(entry, request)):
+            return None
+        lines = entry.wire_lines()
+        if lines is None:
+            return None
+        return status, lines + self.hit_lines(age), b"" if method == "HEAD" else entry.body
 
     @staticmethod
     def hit_lines(age: float) -> bytes:

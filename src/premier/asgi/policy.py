@@ -13,7 +13,7 @@ from premier.asgi.exchange import ASGIApp
 from premier.asgi.http_cache import HttpCacheStep
 from premier.asgi.ratelimit import RateLimitStep
 from premier.asgi.retry import RetryStep
-from premier.asgi.shortcut import Shortcut, shortcut_for
+from premier.asgi.shortcut import Shortcut, WireAnswer, shortcut_for, wire_for
 from premier.asgi.timeout import TimeoutStep
 from premier.config.schema import FeaturesConfig
 from premier.features.circuit_breaker import CircuitBreaker
@@ -27,7 +27,7 @@ __all__ = ["Route", "compile_route"]
 class Route:
     """A compiled policy: the pattern it serves, its features, and the outermost step of its chain."""
 
-    __slots__ = ("breaker", "cache", "entry", "features", "pattern", "shortcut")
+    __slots__ = ("breaker", "cache", "entry", "features", "pattern", "shortcut", "wire")
 
     def __init__(self, pattern: str, features: FeaturesConfig, entry: Entry, breaker: CircuitBreaker | None,
                  cache: HttpCacheStep | None) -> None:
@@ -37,6 +37,7 @@ class Route:
         self.breaker = breaker
         self.cache = cache
         self.shortcut: Shortcut | None = None  # what answers without the chain when it may (asgi/shortcut.py)
+        self.wire: WireAnswer | None = None  # the same for the usual cache hit, before any scope is made
 
 
 def compile_route(
@@ -85,4 +86,5 @@ def compile_route(
         step = TimeoutStep(step, features.timeout)
     route = Route(pattern, features, Entry(step, features.monitoring, events, rate_limit), breaker, cache)
     route.shortcut = shortcut_for(route, app)
+    route.wire = wire_for(route.shortcut)
     return route

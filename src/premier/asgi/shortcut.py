@@ -3,7 +3,9 @@ take them (Premier's own, ``premier.server``; under any other server the chain a
 
 The server asks ``ASGIGateway.shortcut(request)`` before running the gateway as ASGI, for requests
 without a body; the route's shortcut, chosen when the configuration is compiled, either answers (True)
-or leaves the request to the chain (False) — never both. Each gives exactly what the chain would:
+or leaves the request to the chain (False) — never both. Before that, even before it makes the ASGI
+scope, it asks ``ASGIGateway.wire_answer(...)`` for the usual cache hit as bytes (a hit is the request
+that must be cheapest). Each gives exactly what the chain would:
 
 - a route whose features are ``cache`` (and perhaps ``timeout`` and ``monitoring``, which a hit served
   from memory cannot trip but is still logged by when slow) answers fresh hits from this process's
@@ -29,12 +31,13 @@ if TYPE_CHECKING:
     from premier.asgi.policy import Route
     from premier.proxy.direct import DirectRequest
 
-__all__ = ["Shortcut", "shortcut_for", "shortcut_for_app"]
+__all__ = ["Shortcut", "WireAnswer", "shortcut_for", "shortcut_for_app", "wire_for"]
 
 Shortcut = Callable[["DirectRequest", str, dict[str, str]], bool]
+# (method, headers, raw query, path, params) -> (status, header lines with content-length, body), or None
+WireAnswer = Callable[[str, list[tuple[bytes, bytes]], bytes, str, dict[str, str]], "tuple[int, bytes, bytes] | None"]
 
 _CACHE_SHORTCUT_FEATURES = frozenset({"cache", "timeout", "monitoring"})
-_NO_BODY = frozenset({204, 304})
 
 
 def shortcut_for(route: Route, app: ASGIApp) -> Shortcut | None:
@@ -59,6 +62,11 @@ def shortcut_for_app(app: ASGIApp) -> Shortcut | None:
     return None
 
 
+def wire_for(shortcut: Shortcut | None) -> WireAnswer | None:
+    """What answers the usual cache hit before a scope is made: a cache shortcut's ``wire``."""
+    return shortcut.cache.wire_now if isinstance(shortcut, _CacheHit) and not shortcut.timed else None
+
+
 async def _nothing_to_receive() -> Message:
     return {"type": "http.disconnect"}
 
@@ -70,33 +78,33 @@ async def _nowhere(message: Message) -> None:
 class _CacheHit:
     """Answers a fresh hit from memory, as the route's cache step would."""
 
-    __slots__ = ("cache", "entry", "pattern")
+    __slots__ = ("cache", "entry", "pattern", "timed")
 
     def __init__(self, route: Route) -> None:
         assert route.cache is not None
         self.cache = route.cache
         self.entry = route.entry
         self.pattern = route.pattern
+        self.timed = route.entry.log_threshold != math.inf  # (monitoring: slow hits are logged too)
 
     def __call__(self, request: DirectRequest, path: str, params: dict[str, str]) -> bool:
-        entry = self.entry
-        started = perf_counter() if entry.log_threshold != math.inf else 0.0
+        started = perf_counter() if self.timed else 0.0
         scope = request.scope
         cache = self.cache
-        hit = cache.hit_now(scope, path, params)
-        if hit is None:
-            return False
-        stored, age, cache_headers = hit
-        status = stored.status
-        lines = stored.wire_lines() if status >= 200 and status not in _NO_BODY else None
-        if lines is None or cache.not_modified(stored, cache_headers):
-            status, headers, body = cache.answer_now(scope, path, params) or (0, [], b"")
-            request.respond(status, headers, body)
-        else:  # the usual hit: its header lines were serialized when first served
-            body = stored.body
-            request.respond_serialized(status, lines + cache.hit_lines(age), b"" if scope["method"] == "HEAD" else body, len(body))
+        method = scope["method"]
+        wire = cache.wire_now(method, scope["headers"], scope.get("query_string", b""), path, params)
+        if wire is not None:  # the usual hit: its header lines were serialized when first served
+            status = wire[0]
+            request.respond_serialized(*wire)
+        else:
+            answer = cache.answer_now(scope, path, params)
+            if answer is None:
+                return False
+            status = answer[0]
+            request.respond(*answer)
         if started:
             duration = perf_counter() - started
+            entry = self.entry
             if duration >= entry.log_threshold:
                 ex = Exchange(scope, _nothing_to_receive, _nowhere, path, self.pattern, params)
                 ex.status = status

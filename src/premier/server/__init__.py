@@ -50,7 +50,9 @@ class _Served:
     def __init__(self, gateway: Any, watcher: Any) -> None:
         self.gateway = gateway
         self.watcher = watcher
-        self.shortcut = gateway.shortcut  # (for Premier's server: answers given without running as ASGI)
+        # (for Premier's server: answers given without running as ASGI)
+        self.shortcut = gateway.shortcut
+        self.wire_answer = gateway.wire_answer
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":

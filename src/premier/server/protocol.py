@@ -61,10 +61,12 @@ def _status_line(status: int) -> bytes:
 _STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 _NO_BODY_STATUS = frozenset({204, 304})
 _FRAMING_NAME_LENGTHS = frozenset({len(b"content-length"), len(b"transfer-encoding"), len(b"connection")})
-_WATCHED_NAME_LENGTHS = frozenset({len(b"expect"), len(b"upgrade"), len(b"transfer-encoding"), len(b"content-length")})
+_WATCHED_NAME_LENGTHS = frozenset({
+    len(b"expect"), len(b"upgrade"), len(b"transfer-encoding"), len(b"content-length"), len(b"connection"),
+})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: Message = {"type": "http.disconnect"}
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}  # (str, made once)
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
@@ -73,7 +75,7 @@ class _Request:
 
     __slots__ = (
         "body", "body_done", "buffered", "chunked", "connection", "disconnected", "expect_continue", "final_read",
-        "has_body", "head_only", "headers", "keep_alive", "left", "more_body", "response_complete", "scope", "started", "status", "waiter",
+        "has_body", "head_only", "headers", "http10", "keep_alive", "left", "more_body", "response_complete", "scope", "started", "status", "waiter",
     )
 
     def __init__(
@@ -85,6 +87,7 @@ class _Request:
         self.expect_continue = expect_continue
         self.has_body = has_body  # the request declared a body (content-length or chunked)
         self.head_only = scope["method"] == "HEAD"
+        self.http10 = scope["http_version"] == "1.0"
         self.body: list[bytes] = []
         self.buffered = 0  # bytes in ``body``
         self.more_body = True  # the client has more of the body to send
@@ -198,10 +201,10 @@ class _Request:
         self.start(status, headers)
         self.write(body, False)
 
-    def respond_serialized(self, status: int, lines: bytes, body: bytes, length: int) -> None:
+    def respond_serialized(self, status: int, lines: bytes, body: bytes) -> None:
         """A whole response whose header lines are already bytes — each ending in CRLF, none holding
-        another line break, no framing header among them — with a ``length``-byte body (``body``: it,
-        or nothing for HEAD). The server adds its own headers, ``content-length`` and ``connection``."""
+        another line break, ``content-length`` the only framing header among them — and its body
+        (nothing for HEAD). The server adds its own headers and ``connection``."""
         connection = self.connection
         state = connection.state
         first = state.heads.get(status)
@@ -213,11 +216,11 @@ class _Request:
         if state.closing:
             self.keep_alive = False
         if not self.keep_alive:
-            tail = b"content-length: %d\r\nconnection: close\r\n\r\n" % length
-        elif self.scope["http_version"] == "1.0":
-            tail = b"content-length: %d\r\nconnection: keep-alive\r\n\r\n" % length
+            tail = b"connection: close\r\n\r\n"
+        elif self.http10:
+            tail = b"connection: keep-alive\r\n\r\n"
         else:
-            tail = b"content-length: %d\r\n\r\n" % length
+            tail = b"\r\n"
         if not self.disconnected:
             connection.transport.write(b"".join((first, lines, tail, b"" if self.head_only else body)))
         connection.finish(self)
@@ -274,7 +277,7 @@ class _Request:
             self.left = size
             lines += (b"content-length: ", b"%d" % size, b"\r\n")
             expected += 1
-        elif self.scope["http_version"] == "1.1":
+        elif not self.http10:
             self.chunked = not self.head_only
             lines.append(b"transfer-encoding: chunked\r\n")
             expected += 1
@@ -285,7 +288,7 @@ class _Request:
         if not self.keep_alive:
             lines.append(b"connection: close\r\n\r\n")
             expected += 1
-        elif self.scope["http_version"] == "1.0":
+        elif self.http10:
             lines.append(b"connection: keep-alive\r\n\r\n")
             expected += 1
         else:
@@ -366,6 +369,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes = 0
         self._expect_continue = False
         self._has_body = False
+        self._keep_alive_asked = False
         self._upgrade: bytes | None = None
 
     # asyncio.Protocol --------------------------------------------------------------------------------
@@ -446,6 +450,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes = 0
         self._expect_continue = False
         self._has_body = False
+        self._keep_alive_asked = False
         self._upgrade = None
         self.head_since = self.state.now
 
@@ -461,6 +466,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._upgrade = value.lower()
             elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
                 self._has_body = True
+            elif name == b"connection" and value.lower() == b"keep-alive":
+                self._keep_alive_asked = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -482,9 +489,16 @@ class HttpProtocol(asyncio.Protocol):
             path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path, encoding="latin-1") if not path.isascii() else unquote(path)
-        version = parser.get_http_version()
         method = parser.get_method()
         state = self.state
+        wire_answer = state.wire_answer
+        if (wire_answer is not None and self.current is None and not self._has_body and self._upgrade is None
+                and (method == b"GET" or method == b"HEAD")):
+            wire = wire_answer(_METHODS[method], path, query, self._headers)
+            if wire is not None:
+                self._write_wire(wire, method == b"HEAD")
+                return
+        version = parser.get_http_version()
         scope = {
             "type": "http", "asgi": _ASGI, "http_version": version, "server": self.server, "client": self.client,
             "scheme": "http", "method": _METHODS.get(method) or method.decode("ascii"), "root_path": "",
@@ -517,7 +531,8 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing = None
         request.more_body = False
         request.body_done = True
-        request.wake()
+        if request.waiter is not None:
+            request.wake()
 
     # requests ------------------------------------------------------------------------------------------
 
@@ -531,13 +546,13 @@ class HttpProtocol(asyncio.Protocol):
     def finish(self, request: _Request) -> None:
         """The response to ``request`` is complete: log it, then close or go on with the next request."""
         request.response_complete = True
-        request.wake()
+        if request.waiter is not None:
+            request.wake()
         if self.state.access_log:
             scope = request.scope
             query = scope["query_string"]
-            access_logger.info('%s - "%s %s%s HTTP/%s" %d', f"{self.client[0]}:{self.client[1]}" if self.client else "-",
-                               scope["method"], scope["path"], "?" + query.decode("latin-1") if query else "",
-                               scope["http_version"], request.status)
+            self._log_access(scope["method"], scope["path"] + ("?" + query.decode("latin-1") if query else ""),
+                             scope["http_version"], request.status)
         self.current = None
         if not request.keep_alive or self.transport.is_closing():
             self.transport.close()
@@ -550,6 +565,35 @@ class HttpProtocol(asyncio.Protocol):
             self.idle_since = self.state.now
             if self.reading_paused:
                 self.resume_reading()
+
+    def _write_wire(self, wire: tuple[int, bytes, bytes], head_only: bool) -> None:
+        """Writes an answer the app gave as bytes (header lines with the body's ``content-length``),
+        before any scope or request object was made."""
+        status, lines, body = wire
+        state = self.state
+        first = state.heads.get(status)
+        if first is None:
+            first = state.head_start(status)
+        keep_alive = self.parser.should_keep_alive() and not state.closing
+        if not keep_alive:
+            tail = b"connection: close\r\n\r\n"
+        elif self._keep_alive_asked:  # (HTTP/1.0's keep-alive: said back)
+            tail = b"connection: keep-alive\r\n\r\n"
+        else:
+            tail = b"\r\n"
+        self.transport.write(b"".join((first, lines, tail, b"" if head_only else body)))
+        if state.access_log:
+            self._log_access(_METHODS[self.parser.get_method()], self._url.decode("latin-1"),
+                             self.parser.get_http_version(), status)
+        if not keep_alive:
+            self.transport.close()
+        else:
+            self.idle_since = state.now
+
+    def _log_access(self, method: str, target: str, version: str, status: int) -> None:
+        client = self.client
+        access_logger.info('%s - "%s %s HTTP/%s" %d', f"{client[0]}:{client[1]}" if client else "-", method, target,
+                           version, status)
 
     def _refuse(self, status: int, message: str) -> None:
         """Answers a request the server cannot take (malformed, too large, too slow), then closes. The

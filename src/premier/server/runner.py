@@ -60,6 +60,9 @@ class ServerState:
         # The app's ``shortcut(request) -> bool``, if it has one: answers it can give without running as
         # ASGI (Premier's gateway: cache hits from memory, forwarding on kept-alive backend connections).
         self.shortcut: Callable[[Any], bool] | None = getattr(app, "shortcut", None)
+        # ``wire_answer(method, path, raw query, headers)``: asked first, before a scope is made, for a
+        # plain GET or HEAD — the whole answer as bytes, ``(status, header lines, body)``.
+        self.wire_answer: Callable[..., tuple[int, bytes, bytes] | None] | None = getattr(app, "wire_answer", None)
         self.refresh_date()
 
     def refresh_date(self) -> None:
