@@ -54,7 +54,7 @@ def serve_premier(app: Any, *, lifespan: str = "auto", **options: Any) -> Iterat
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    server = Server(app, lifespan=lifespan, access_log=False, **options)
+    server = Server(app, lifespan=lifespan, **{"access_log": False, **options})
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(run_loop(server.serve([sock], handle_signals=False))),
                               daemon=True)

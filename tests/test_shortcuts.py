@@ -191,3 +191,28 @@ def test_no_answer_on_a_kept_alive_connection_is_a_504_after_the_read_timeout() 
             assert status == 504 and "no response within 0.3 s" in json.loads(body)["error"]
             assert 0.3 <= elapsed < 1.5
             assert get(url, "/")[0] == 200  # the slow connection was dropped, not reused
+
+
+def test_a_hit_over_http_1_0_keeps_the_connection_only_when_asked_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from test_server import Connection
+
+    app = Backend(headers=[("content-type", "text/plain")], body=b"cached")
+    gateway = ASGIGateway(CACHED, app=app)
+    with caplog.at_level(logging.INFO, "premier.access"), serve_premier(gateway, access_log=True) as url:
+        get(url, "/items/9")
+        kept = Connection(url)
+        for expected in ("MISS", "HIT"):  # (a query of its own: the first is a miss)
+            kept.send(b"GET /items/9?x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, body = kept.response()
+            seen = dict(headers)
+            assert (status, body, seen["connection"], seen["x-cache"]) == (200, b"cached", "keep-alive", expected)
+        closing = Connection(url)
+        closing.send(b"GET /items/9?x HTTP/1.0\r\n\r\n")
+        status, headers, _ = closing.response()
+        assert dict(headers)["connection"] == "close" and dict(headers)["x-cache"] == "HIT" and closing.closed()
+        kept.close()
+        closing.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == "premier.access"]
+    assert sum('"GET /items/9?x HTTP/1.0" 200' in line for line in logged) == 3
