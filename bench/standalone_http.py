@@ -12,8 +12,10 @@ Scenarios, every proxy one process (one worker) on a free loopback port:
 1. nginx: reverse proxy, one worker, upstream keepalive 64, HTTP/1.1 to the backend, access_log off (its
    own temporary prefix and config, never the system's).
 2. Premier standalone, no policy: `python -m premier.cli serve FILE --no-access-log --log-level warning`
-   (uvicorn, uvloop, httptools), run in the project's environment (this interpreter).
+   (Premier's own server, uvloop, httptools: the direct path), run in the project's environment.
 3. Premier standalone, cache hit: the same process, a path with `cache: {expire_s: 600}`, warmed once.
+   Premier standalone on uvicorn: the same file served with `--server uvicorn` (the ASGI chain under
+   uvicorn: what the server and its shortcuts are worth).
 4. aiohttp: a minimal aiohttp reverse proxy (bench/_peer_proxies.py), in bench/.venv.
 5. premier 0.4.10 from PyPI, standalone mode (`ASGIGateway(config=..., servers=[...])` under uvicorn), in
    bench/.venv-premier-0.4.10; its `aiohttp.ClienSession()` typo is patched in that venv's copy.
@@ -66,6 +68,7 @@ BODY = b"Hello, world!"
 CONNECTIONS = 50
 NGINX = "nginx"
 PREMIER, PREMIER_CACHE, AIOHTTP, PREMIER_OLD = "Premier standalone", "Premier cache hit", "aiohttp proxy", f"premier {LEGACY}"
+PREMIER_UVICORN = "Premier standalone on uvicorn"
 UVICORN = "ref: uvicorn hello"
 
 
@@ -334,6 +337,9 @@ def main() -> int:
             PREMIER: lambda port: server(PREMIER, [
                 sys.executable, "-m", "premier.cli", "serve", str(workdir / "premier.yaml"), "--port", str(port),
                 "--no-access-log", "--log-level", "warning"], port, workdir, env),
+            PREMIER_UVICORN: lambda port: server(PREMIER_UVICORN, [
+                sys.executable, "-m", "premier.cli", "serve", str(workdir / "premier.yaml"), "--port", str(port),
+                "--no-access-log", "--log-level", "warning", "--server", "uvicorn"], port, workdir, env),
             UVICORN: lambda port: uvicorn_hello(UVICORN, port, workdir, env),
             AIOHTTP: lambda port: server(AIOHTTP, [
                 str(aiohttp_python), str(HERE / "_peer_proxies.py"), "aiohttp", str(port), backend_url], port, workdir, env),
@@ -357,7 +363,7 @@ def main() -> int:
             return 1
         scenarios = {name: (port, pid, "/hello") for name, (port, pid) in proxies.items()}
         scenarios[PREMIER_CACHE] = (proxies[PREMIER][0], proxies[PREMIER][1], "/cached")
-        order = [n for n in (NGINX, PREMIER, PREMIER_CACHE, AIOHTTP, PREMIER_OLD, UVICORN) if n in scenarios]
+        order = [n for n in (NGINX, PREMIER, PREMIER_CACHE, PREMIER_UVICORN, AIOHTTP, PREMIER_OLD, UVICORN) if n in scenarios]
         urlopen_cached = f"http://127.0.0.1:{proxies[PREMIER][0]}/cached"
         urllib.request.urlopen(urlopen_cached, timeout=5).close()  # warm the cache once...
         check_answer(urlopen_cached, expect_cache_hit=True)  # ...and make sure the next one is a hit

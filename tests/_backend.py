@@ -1,6 +1,6 @@
 """A real HTTP backend for the standalone proxy's tests, run as its own process:
 
-    python tests/_backend.py PORT NAME
+    python tests/_backend.py PORT NAME [premier]      # (premier: on Premier's server instead of uvicorn)
 
 Routes (anything else echoes the request as JSON):
 - ``/stream?size=N&chunk=M``: N bytes of a repeating pattern, sent in chunks of M (no Content-Length).
@@ -149,5 +149,9 @@ async def app(scope, receive, send) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[3:] == ["premier"]:  # Premier's server: a response's head and (first) body in one write
+        from premier.server.runner import Server
+
+        sys.exit(Server(app, access_log=False, ws_max_size=64 * 1024 * 1024).run("127.0.0.1", int(sys.argv[1])))
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
                 ws="websockets-sansio", ws_max_size=64 * 1024 * 1024)

@@ -154,10 +154,11 @@ class Process:
         self.stop()
 
 
-def backend(name: str, port: int | None = None) -> Process:
-    """``tests/_backend.py`` (see its routes) as a real process."""
+def backend(name: str, port: int | None = None, *, server: str = "uvicorn") -> Process:
+    """``tests/_backend.py`` (see its routes) as a real process, under uvicorn or Premier's ``server``."""
     port = port or free_port()
-    return Process([sys.executable, str(Path(__file__).with_name("_backend.py")), str(port), name], port)
+    args = [sys.executable, str(Path(__file__).with_name("_backend.py")), str(port), name]
+    return Process(args + (["premier"] if server == "premier" else []), port)
 
 
 def gateway_process(config_file: Path, *extra: str, log: Path | None = None) -> Process:

@@ -118,6 +118,23 @@ def test_several_workers_serve_the_same_config(tmp_path: Path) -> None:
             assert len(_children(gateway.process.pid)) >= 2
 
 
+def test_sighup_reaches_every_worker_which_reloads_in_place(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    with backend("w2") as origin:
+        _limited_config(config, origin.url, 1)  # per worker (memory): each admits one request a minute
+        log = tmp_path / "gateway.log"
+        with gateway_process(config, "--workers", "2", log=log) as gateway:
+            assert gateway.process is not None
+            workers = sorted(_children(gateway.process.pid))
+            assert len(workers) == 2
+            assert _admitted(gateway.port, 6) <= 2
+            _limited_config(config, origin.url, 50)
+            gateway.process.send_signal(signal.SIGHUP)
+            eventually(lambda: log.read_text().count("config reloaded from") == 2)
+            assert _admitted(gateway.port, 6) == 6
+            assert sorted(_children(gateway.process.pid)) == workers  # the same processes: reloaded, not restarted
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -216,3 +216,41 @@ def test_a_hit_over_http_1_0_keeps_the_connection_only_when_asked_and_is_logged(
         closing.close()
     logged = [r.getMessage() for r in caplog.records if r.name == "premier.access"]
     assert sum('"GET /items/9?x HTTP/1.0" 200' in line for line in logged) == 3
+
+
+@contextmanager
+def cutting_backend() -> Iterator[str]:
+    """A raw HTTP/1.1 backend (keep-alive) whose ``/cut`` answers a head and closes before its body."""
+    import socketserver
+    import threading
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while True:
+                line = self.rfile.readline()
+                if not line:
+                    return
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                if b" /cut " in line:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+                    return
+                self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ncut")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_backend_closing_between_head_and_body_sends_the_request_to_another() -> None:
+    with cutting_backend() as cutter, backend("d4") as whole:
+        cfg = GatewayConfig.from_dict({"premier": {"servers": [cutter, whole.url]}})
+        with serve_premier(ASGIGateway(cfg)) as url:
+            assert {get(url, "/warm")[2] for _ in range(2)} >= {b"cut"}  # a kept-alive connection to each
+            status, _, body = get(url, "/cut")  # the cutter's turn: its head, then nothing
+            assert status == 200 and json.loads(body)["backend"] == "d4"

@@ -30,8 +30,10 @@ from premier.proxy.http1 import UpstreamClosed, UpstreamConnection
 from premier.proxy.pool import Backend
 from premier.proxy.reverse_proxy import (
     IDEMPOTENT,
+    NOT_RETURNED,
     AttemptFailed,
     ReverseProxy,
+    connection_options,
     failure_message,
     log_failure,
     logger,
@@ -51,9 +53,11 @@ class DirectRequest(Protocol):
     connection: Any  # ``writing_paused`` and ``on_writable``: the client's flow control
 
     def start(self, status: int, headers: Any) -> None: ...
+    def start_serialized(self, status: int, lines: bytes, length: int) -> None: ...
     def write(self, body: bytes, more: bool) -> None: ...
     def respond(self, status: int, headers: Any, body: bytes) -> None: ...
     def respond_serialized(self, status: int, lines: bytes, body: bytes) -> None: ...
+    def unstart(self) -> bool: ...
     def abort(self) -> None: ...
     def continue_with(self, app: ASGIApp) -> None: ...
 
@@ -89,7 +93,9 @@ class DirectForward:
         return True
 
 
-def _handing_over(proxy: ReverseProxy, backend: Backend) -> ASGIApp:
+def _handing_over(proxy: ReverseProxy, backend: Backend | None) -> ASGIApp:
+    """The reverse proxy's own coroutine for the request, with ``backend`` as its first choice (``None``:
+    the balancer's)."""
     async def forward(scope: Scope, receive: Any, send: Any) -> None:
         await proxy.forward(scope, receive, send, backend)
 
@@ -142,12 +148,16 @@ class _Exchange:
         connection = self.connection
         connection.listener = self
         connection.start_response(head_only=head_only)
-        connection.write(data)
-        connection.request_sent = True
         self.backend.in_flight += 1
         loop = connection.loop
         self.deadline = loop.time() + self.deadlines.timeout
         self.deadlines.add(self, loop)
+        try:
+            connection.write(data)
+        except UpstreamClosed as closed:
+            self._failed_before_head(closed)
+            return
+        connection.request_sent = True
 
     def on_data(self) -> None:
         try:
@@ -177,12 +187,21 @@ class _Exchange:
                 health.failure(self.proxy.pool.clock())
             else:
                 health.success(self.proxy.pool.clock())
-            request.start(status, response_headers(connection.headers))
+            self._start(status)
         data = connection.take_body()
         if connection.complete:
             self._end(abort=False)  # (first: the client's next request may reuse the connection)
             request.write(data, False)
         elif connection.error is not None:
+            if not data and request.unstart():
+                # Closed after its head, before its body, and none of it was written: not a byte reached
+                # the client, so the (idempotent, bodiless) request may go to a backend again.
+                self.backend.health.failure(self.proxy.pool.clock())
+                logger.warning("upstream %s: %s after its response's head, before its body; trying again",
+                               self.backend.url, connection.error)
+                self._end(abort=True)
+                request.continue_with(_handing_over(self.proxy, None))
+                return
             if data:
                 request.write(data, True)
             logger.warning("upstream %s: %s after the response started; closing the client's connection",
@@ -197,6 +216,27 @@ class _Exchange:
             if client.writing_paused and connection.transport is not None:
                 connection.transport.pause_reading()  # until the client has caught up
                 client.on_writable = self._client_writable
+
+    def _start(self, status: int) -> None:
+        """Hands the response's head to the client: the backend's header lines as they will be written
+        (``response_headers``' rules; httptools let no line break into a name or value)."""
+        lines: list[bytes] = []
+        length = -1
+        options = None
+        for name, value in self.connection.headers:
+            if name in NOT_RETURNED:
+                if name == b"connection":
+                    options = connection_options(value)
+                continue
+            if name == b"content-length":
+                if status < 200 or status == 204 or status == 304:
+                    continue  # (a response that has no body: the server writes no length)
+                length = int(value)
+            lines += (name, b": ", value, b"\r\n")
+        if options:  # (rare: the backend named more hop-by-hop headers)
+            self.request.start(status, response_headers(self.connection.headers))
+        else:
+            self.request.start_serialized(status, b"".join(lines), length)
 
     def _client_writable(self) -> None:
         connection = self.connection

@@ -78,8 +78,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
 
     def write(self, data: bytes) -> None:
+        """Writes to the backend; :class:`UpstreamClosed` if the connection turns out closed (uvloop can
+        have closed a reset connection before ``is_closing()`` or ``connection_lost`` says so)."""
         assert self.transport is not None
-        self.transport.write(data)
+        try:
+            self.transport.write(data)
+        except RuntimeError:
+            self.closed = True
+            raise UpstreamClosed("the backend closed the connection") from None
 
     async def drain(self, timeout: float) -> None:
         """Wait while the backend reads the request body slower than the client sends it (at most

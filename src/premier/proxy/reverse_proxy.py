@@ -34,8 +34,18 @@ from premier.proxy.http1 import UpstreamClosed, UpstreamConnection, UpstreamTime
 from premier.proxy.pool import Backend, UpstreamPool
 
 __all__ = [
-    "IDEMPOTENT", "REWRITTEN_REQUEST_HEADERS", "AttemptFailed", "ReverseProxy", "failure_message", "forwarded_headers",
-    "log_failure", "request_bytes", "response_headers", "upstream_target",
+    "IDEMPOTENT",
+    "NOT_RETURNED",
+    "REWRITTEN_REQUEST_HEADERS",
+    "AttemptFailed",
+    "ReverseProxy",
+    "connection_options",
+    "failure_message",
+    "forwarded_headers",
+    "log_failure",
+    "request_bytes",
+    "response_headers",
+    "upstream_target",
 ]
 
 logger = logging.getLogger("premier")
@@ -48,7 +58,7 @@ _HOP_BY_HOP = frozenset({
 # request headers the proxy rewrites or must not pass on (uvicorn hands them over lower-cased); the
 # WebSocket relay's list starts from this one
 REWRITTEN_REQUEST_HEADERS = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"expect"}
-_NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}
+NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}  # response headers the client never gets from the backend
 
 _NO_BODY, _LENGTH, _CHUNKED = 0, 1, 2
 _NO_OPTIONS: set[bytes] = set()
@@ -234,7 +244,7 @@ class ReverseProxy:
                 body = _LENGTH
             lines += (name, b": ", value, b"\r\n")
         if connection is not None:
-            lines = _without_connection_options(lines, connection)
+            lines = _withoutconnection_options(lines, connection)
         if forwarded_for is None and forwarded_proto is None and forwarded_host is None:
             # the usual request (none of its own): the lines for its peer, made once per address
             client = scope.get("client")
@@ -310,7 +320,7 @@ def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, by
     kept = []
     connection = None
     for header in headers:
-        if header[0] in _NOT_RETURNED:
+        if header[0] in NOT_RETURNED:
             if header[0] == b"connection":
                 connection = header[1]
             continue
@@ -318,7 +328,7 @@ def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, by
     return kept if connection is None else _without_connection_options_pairs(kept, connection)
 
 
-def _connection_options(value: bytes) -> set[bytes]:
+def connection_options(value: bytes) -> set[bytes]:
     """The header names a ``Connection`` header lists (hop-by-hop too), less its plain options."""
     lowered = value.lower()
     if lowered == b"keep-alive" or lowered == b"close":
@@ -326,8 +336,8 @@ def _connection_options(value: bytes) -> set[bytes]:
     return {token.strip() for token in lowered.split(b",")} - {b"close", b"keep-alive", b""}
 
 
-def _without_connection_options(lines: list[bytes], connection: bytes) -> list[bytes]:
-    options = _connection_options(connection)
+def _withoutconnection_options(lines: list[bytes], connection: bytes) -> list[bytes]:
+    options = connection_options(connection)
     if not options:
         return lines
     kept: list[bytes] = []
@@ -338,7 +348,7 @@ def _without_connection_options(lines: list[bytes], connection: bytes) -> list[b
 
 
 def _without_connection_options_pairs(headers: list[tuple[bytes, bytes]], connection: bytes) -> list[tuple[bytes, bytes]]:
-    options = _connection_options(connection)
+    options = connection_options(connection)
     return [(name, value) for name, value in headers if name not in options] if options else headers
 
 
@@ -384,7 +394,8 @@ def upstream_target(scope: Scope, strip_prefix: str | None) -> bytes:
     ``strip_prefix``, unless the path could resolve elsewhere (then the normalised one)."""
     raw: bytes | None = scope.get("raw_path")
     path: str = scope["path"]
-    if raw is None or b"//" in raw or (b"/." in raw and _has_dot_segment(raw)):
+    # (find, not `in`: on bytes, `in` first tries its operand as an integer, an exception each time)
+    if raw is None or raw.find(b"//") >= 0 or (raw.find(b"/.") >= 0 and _has_dot_segment(raw)):
         raw = quote(path).encode("ascii")
     if strip_prefix is not None:
         encoded = strip_prefix.encode("latin-1")
@@ -393,7 +404,7 @@ def upstream_target(scope: Scope, strip_prefix: str | None) -> bytes:
         elif path.startswith(strip_prefix) and path[len(strip_prefix):len(strip_prefix) + 1] in ("", "/"):
             raw = quote(path[len(strip_prefix):] or "/").encode("ascii")
     query: bytes = scope.get("query_string", b"")
-    if b"#" in query:  # a request target has no fragment (some servers pass one on): send it escaped
+    if query and query.find(b"#") >= 0:  # a request target has no fragment (some servers pass one on): escape it
         query = query.replace(b"#", b"%23")
     return raw + b"?" + query if query else raw
 

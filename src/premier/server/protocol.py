@@ -4,7 +4,9 @@
 It exists for standalone mode's hot path, where the server's own cost is most of a proxied request's:
 a response's head goes out in the same write as its first body chunk (one system call where uvicorn
 makes two), nothing per request but the scope, one request object and its task, and one timer per
-server (not per connection) for keep-alive and header-read deadlines.
+server (not per connection) for keep-alive and header-read deadlines. An app may also answer without
+running as ASGI (``ServerState.wire_answer`` before the scope is made, ``ServerState.shortcut`` before
+the task: Premier's gateway does, for cache hits and its proxy's direct path).
 
 What it does, as an HTTP/1.1 server must:
 
@@ -70,12 +72,41 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
+def _tail(keep_alive: bool, say_keep_alive: bool) -> bytes:
+    """The end of a response's head: ``connection: close`` where the connection will close,
+    ``connection: keep-alive`` where it stays open for a client that must be told (HTTP/1.0)."""
+    if not keep_alive:
+        return _END_CLOSE
+    return _END_KEEP_ALIVE if say_keep_alive else _END
+
+
+_END, _END_CLOSE, _END_KEEP_ALIVE = b"\r\n", b"connection: close\r\n\r\n", b"connection: keep-alive\r\n\r\n"
+
+
 class _Request:
     """One request on a connection: its scope, the body received so far, the response's progress."""
 
     __slots__ = (
-        "body", "body_done", "buffered", "chunked", "connection", "disconnected", "expect_continue", "final_read",
-        "has_body", "head_only", "headers", "http10", "keep_alive", "left", "more_body", "response_complete", "scope", "started", "status", "waiter",
+        "body",
+        "buffered",
+        "chunked",
+        "connection",
+        "disconnected",
+        "expect_continue",
+        "final_read",
+        "has_body",
+        "head_only",
+        "headers",
+        "http10",
+        "keep_alive",
+        "left",
+        "lines",
+        "more_body",
+        "response_complete",
+        "scope",
+        "started",
+        "status",
+        "waiter",
     )
 
     def __init__(
@@ -91,7 +122,6 @@ class _Request:
         self.body: list[bytes] = []
         self.buffered = 0  # bytes in ``body``
         self.more_body = True  # the client has more of the body to send
-        self.body_done = False  # the whole request body was parsed
         self.final_read = False  # receive() handed out the body's last part
         self.disconnected = False
         self.waiter: asyncio.Future[None] | None = None
@@ -99,6 +129,7 @@ class _Request:
         self.response_complete = False
         self.status = 0
         self.headers: Any = None  # the response's headers, until its first body part goes out with them
+        self.lines: bytes | None = None  # or their lines, already serialized (start_serialized)
         self.chunked = False
         self.left = -1  # body bytes still owed under the response's content-length (-1: none given)
 
@@ -163,6 +194,17 @@ class _Request:
         self.status = status
         self.headers = headers
 
+    def start_serialized(self, status: int, lines: bytes, length: int) -> None:
+        """The response's status and its header lines as bytes — each ending in CRLF, none holding
+        another line break, ``content-length`` (``length``; -1: none) the only framing header among
+        them — written with the first body part."""
+        self.started = True
+        self.expect_continue = False
+        self.status = status
+        self.headers = None
+        self.lines = lines
+        self.left = length
+
     def write(self, body: bytes, more: bool) -> None:
         """A part of the response's body (``more``: not the last). The caller watches
         ``connection.writing_paused`` for a client that reads slower than it writes."""
@@ -175,6 +217,9 @@ class _Request:
         if self.headers is not None:
             head = self._head(self.headers, len(body), more)
             self.headers = None
+        elif self.lines is not None:
+            head = self._head_serialized(self.lines, len(body), more)
+            self.lines = None
         if self.head_only:
             if head:
                 transport.write(head)
@@ -202,28 +247,21 @@ class _Request:
         self.write(body, False)
 
     def respond_serialized(self, status: int, lines: bytes, body: bytes) -> None:
-        """A whole response whose header lines are already bytes — each ending in CRLF, none holding
-        another line break, ``content-length`` the only framing header among them — and its body
-        (nothing for HEAD). The server adds its own headers and ``connection``."""
-        connection = self.connection
-        state = connection.state
-        first = state.heads.get(status)
-        if first is None:
-            first = state.head_start(status)
-        self.started = True
-        self.status = status
-        self.expect_continue = False
-        if state.closing:
-            self.keep_alive = False
-        if not self.keep_alive:
-            tail = b"connection: close\r\n\r\n"
-        elif self.http10:
-            tail = b"connection: keep-alive\r\n\r\n"
-        else:
-            tail = b"\r\n"
-        if not self.disconnected:
-            connection.transport.write(b"".join((first, lines, tail, b"" if self.head_only else body)))
-        connection.finish(self)
+        """A whole response whose header lines are already bytes (as ``start_serialized`` takes them,
+        ``content-length`` included) and its body (nothing for HEAD)."""
+        self.start_serialized(status, lines, len(body))
+        self.write(body, False)
+
+    def unstart(self) -> bool:
+        """Takes back a started response none of which was written yet (``True``): another may start
+        (the direct path, whose backend closed between its head and its body, tries another)."""
+        if not self.started or self.response_complete or (self.headers is None and self.lines is None):
+            return False
+        self.started = False
+        self.status = 0
+        self.headers = self.lines = None
+        self.left = -1
+        return True
 
     def abort(self) -> None:
         """Close the client's connection (a response that cannot be finished)."""
@@ -243,6 +281,28 @@ class _Request:
             if self.left < 0:
                 self.keep_alive = False
                 raise RuntimeError("the response's body is longer than its content-length")
+
+    def _head_serialized(self, lines: bytes, size: int, more: bool) -> bytes:
+        """``_head`` for lines already serialized and checked (``start_serialized``)."""
+        status = self.status
+        state = self.connection.state
+        first = state.heads.get(status)
+        if first is None:
+            first = state.head_start(status)
+        framing = b""
+        if self.left >= 0 or status in _NO_BODY_STATUS or status < 200:
+            pass  # (its content-length is among the lines, or it has no body)
+        elif not more:
+            self.left = size
+            framing = b"content-length: %d\r\n" % size
+        elif not self.http10:
+            self.chunked = not self.head_only
+            framing = b"transfer-encoding: chunked\r\n"
+        else:
+            self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
+        if state.closing:
+            self.keep_alive = False
+        return b"".join((first, lines, framing, _tail(self.keep_alive, self.http10)))
 
     def _head(self, headers: Any, size: int, more: bool) -> bytes:
         """The status line and headers; decides the body's framing and whether the connection stays open."""
@@ -285,14 +345,9 @@ class _Request:
             self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
         if state.closing:
             self.keep_alive = False
-        if not self.keep_alive:
-            lines.append(b"connection: close\r\n\r\n")
-            expected += 1
-        elif self.http10:
-            lines.append(b"connection: keep-alive\r\n\r\n")
-            expected += 1
-        else:
-            lines.append(b"\r\n")
+        tail = _tail(self.keep_alive, self.http10)
+        lines.append(tail)
+        expected += tail is not _END  # (a connection line before the blank one)
         head = b"".join(lines)
         # A line break inside a name or value would let it write headers of its own (response
         # splitting): every one in the head must be one the server wrote. One count, not a scan per header.
@@ -530,7 +585,6 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.parsing = None
         request.more_body = False
-        request.body_done = True
         if request.waiter is not None:
             request.wake()
 
@@ -575,12 +629,8 @@ class HttpProtocol(asyncio.Protocol):
         if first is None:
             first = state.head_start(status)
         keep_alive = self.parser.should_keep_alive() and not state.closing
-        if not keep_alive:
-            tail = b"connection: close\r\n\r\n"
-        elif self._keep_alive_asked:  # (HTTP/1.0's keep-alive: said back)
-            tail = b"connection: keep-alive\r\n\r\n"
-        else:
-            tail = b"\r\n"
+        # (HTTP/1.0's keep-alive, said back, from the request's header: no version string to make)
+        tail = _tail(keep_alive, self._keep_alive_asked)
         self.transport.write(b"".join((first, lines, tail, b"" if head_only else body)))
         if state.access_log:
             self._log_access(_METHODS[self.parser.get_method()], self._url.decode("latin-1"),
