@@ -424,3 +424,68 @@ def test_graceful_shutdown_finishes_requests_in_flight_and_closes_idle_connectio
     status, headers, body = busy.response()
     assert (status, body) == (200, b"/slow") and header(headers, "connection") == ["close"]
     assert idle.closed(timeout=1) and busy.closed(timeout=1)
+
+
+def test_a_bad_request_after_pipelined_ones_is_answered_after_them(connect: Any) -> None:
+    async def slow(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(0.2)
+        await echo(scope, receive, send)
+
+    with serve_premier(slow) as url:
+        client = connect(url)
+        client.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n")
+        assert [json.loads(client.response()[2])["path"] for _ in range(2)] == ["/first", "/second"]
+        status, _, body = client.response()
+        assert status == 400 and json.loads(body)["status"] == 400
+        assert client.closed()
+
+
+def test_head_and_bodiless_statuses_never_get_a_made_up_length_or_a_body(connect: Any) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        status = 204 if scope["path"] == "/nothing" else 200
+        await send({"type": "http.response.start", "status": status, "headers": [(b"x-a", b"1")]})
+        await send({"type": "http.response.body", "body": b"streamed", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve_premier(app) as url:
+        client = connect(url)
+        client.send(b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = client.response(head=True)
+        assert status == 200 and not header(headers, "content-length") and not header(headers, "transfer-encoding")
+        client.send(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = client.response()
+        assert status == 204 and not header(headers, "content-length")
+        client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")  # nothing of the 204's body was left on the wire
+        assert client.response()[2] == b"streamed"
+
+
+def test_the_head_limit_counts_heads_not_bodies(connect: Any) -> None:
+    with serve_premier(echo) as url:
+        client = connect(url)
+        body = b"b" * 150_000  # a large body in the same reads as the next request's head: no 431
+        client.send(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%sGET /after HTTP/1.1\r\nHost: x\r\n\r\n"
+                    % (len(body), body))
+        assert json.loads(client.response()[2])["length"] == len(body)
+        assert json.loads(client.response()[2])["path"] == "/after"
+        large = connect(url)  # a head over the limit in one write: 431
+        large.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Large: " + b"a" * 70_000 + b"\r\n\r\n")
+        assert large.response()[0] == 431
+
+
+def test_a_failing_shortcut_is_a_logged_500_not_a_400(connect: Any, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+            await echo(scope, receive, send)
+
+        def shortcut(self, request: Any) -> bool:
+            raise ValueError("a bug in the shortcut")
+
+    with caplog.at_level(logging.ERROR, "premier.server"), serve_premier(Broken()) as url:
+        client = connect(url)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.response()[0] == 500
+    assert any(r.exc_info and "a bug in the shortcut" in str(r.exc_info[1]) for r in caplog.records)

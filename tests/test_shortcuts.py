@@ -254,3 +254,49 @@ def test_a_backend_closing_between_head_and_body_sends_the_request_to_another() 
             assert {get(url, "/warm")[2] for _ in range(2)} >= {b"cut"}  # a kept-alive connection to each
             status, _, body = get(url, "/cut")  # the cutter's turn: its head, then nothing
             assert status == 200 and json.loads(body)["backend"] == "d4"
+
+
+def test_pipelined_hits_answered_at_once_do_not_recurse() -> None:
+    from test_server import Connection
+
+    app = Backend(headers=[("content-type", "text/plain")], body=b"hit")
+    with serve_premier(ASGIGateway(CACHED, app=app)) as url:
+        get(url, "/items/10")
+        client = Connection(url)
+        requests = [b"GET /items/miss HTTP/1.1\r\nHost: x\r\n\r\n"] + [b"GET /items/10 HTTP/1.1\r\nHost: x\r\n\r\n"] * 400
+        client.send(b"".join(requests))  # the first runs as ASGI; the 400 behind it are answered as it ends
+        answers = [client.response() for _ in range(401)]
+        client.close()
+    assert [dict(a[1])["x-cache"] for a in answers] == ["MISS"] + ["HIT"] * 400
+
+
+def test_a_client_leaving_a_half_open_probe_gives_the_probe_back() -> None:
+    with backend("d5") as origin:
+        cfg = standalone(origin.url, passive_health={"failure_threshold": 1, "recovery_timeout": 0.2})
+        with serve_premier(ASGIGateway(cfg)) as url:
+            assert get(url, "/set-fail/503")[0] == 200  # (also a kept-alive connection: the direct path's)
+            assert get(url, "/")[0] == 503  # the backend's 503: its breaker opens
+            assert get(origin.url, "/set-fail/0")[0] == 200  # healthy again (asked directly)
+            time.sleep(0.3)  # half-open: the next request is its probe
+            host, port = url.removeprefix("http://").split(":")
+            impatient = http.client.HTTPConnection(host, int(port), timeout=0.2)
+            impatient.request("GET", "/slow?seconds=0.5")
+            with pytest.raises(TimeoutError):
+                impatient.getresponse()
+            impatient.close()  # the probe's client left before any answer
+            time.sleep(0.6)  # (the backend answers the abandoned request: the probe comes back then)
+            assert get(url, "/")[0] == 200
+
+
+def test_shutdown_waits_for_direct_path_requests_in_flight() -> None:
+    import threading
+
+    with backend("d6") as origin:
+        answers: list[Answer] = []
+        with serve_premier(ASGIGateway(standalone(origin.url))) as url:
+            get(url, "/")
+            slow = threading.Thread(target=lambda: answers.append(get(url, "/slow?seconds=0.5")))
+            slow.start()
+            time.sleep(0.1)  # (in flight on the direct path: no task of its own)
+        slow.join(5)
+    assert len(answers) == 1 and answers[0][0] == 200 and json.loads(answers[0][2])["slow"] is True

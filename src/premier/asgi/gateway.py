@@ -288,9 +288,13 @@ class ASGIGateway:
         shortcut = compiled.fallback_shortcut if route is None else route.shortcut
         if shortcut is None:
             return False
-        if path is not raw_path and path != raw_path:
-            request.scope = self._normalised(scope, path)
-        return shortcut(request, path, params)
+        if path is raw_path or path == raw_path:
+            return shortcut(request, path, params)
+        request.scope = self._normalised(scope, path)  # (what the shortcut answers for, as the chain would)
+        if shortcut(request, path, params):
+            return True
+        request.scope = scope  # untouched for the chain, which decides on the path it was sent
+        return False
 
     def wire_answer(
         self, method: str, raw_path: str, query: bytes, headers: list[tuple[bytes, bytes]]

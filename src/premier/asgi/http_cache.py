@@ -305,12 +305,12 @@ class HttpCacheStep:
     async def _serve_fresh(
         self, ex: Exchange, base_key: str, request_cc: dict[str, str], request: dict[bytes, bytes]
     ) -> bool:
-        headers = ex.scope["headers"]
         # answered without awaiting from this process's memory: a hit is the path that must be fast
-        entry = self._lookup_now(base_key, headers) if self.local else await self._lookup(ex, base_key)
-        answer = self._answer(entry, request_cc, request, ex.scope["method"])
-        if answer is None:
+        entry = self._lookup_now(base_key, ex.scope["headers"]) if self.local else await self._lookup(ex, base_key)
+        age = self._fresh(entry, request_cc, request)
+        if age is None or entry is None:
             return False
+        answer = self._render(entry, age, request, ex.scope["method"])
         if ex.cache_status == "MISS" and ex.extra_headers:  # marked a miss, then served another process's entry
             ex.extra_headers.pop(b"x-cache", None)
         ex.cache_status = "HIT"
@@ -378,13 +378,6 @@ class HttpCacheStep:
             found = self.provider.get_nowait(_variant_key(base_key, found, headers))
         return found if isinstance(found, CachedResponse) else None
 
-    def _answer(
-        self, entry: CachedResponse | None, request_cc: dict[str, str], request: dict[bytes, bytes], method: str
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """What a hit on ``entry`` answers (``None``: not fresh enough for this request)."""
-        age = self._fresh(entry, request_cc, request)
-        return None if age is None or entry is None else self._render(entry, age, request, method)
-
     def _fresh(self, entry: CachedResponse | None, request_cc: dict[str, str], request: dict[bytes, bytes]) -> float | None:
         """The age of ``entry`` if it may answer this request (``None``: absent, stale, not for it)."""
         if entry is None:
@@ -409,7 +402,7 @@ class HttpCacheStep:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         seconds = int(age)
         extra = ((b"age", _AGES[seconds] if seconds < 3600 else str(seconds).encode()), (b"x-cache", b"HIT"))
-        if self.not_modified(entry, request):
+        if entry.etag is not None and request and _etag_matches(request.get(b"if-none-match"), entry.etag):
             return 304, [*(item for item in entry.headers if item[0] in _NOT_MODIFIED_HEADERS), *extra], b""
         return entry.status, [*entry.headers, *extra], b"" if method == "HEAD" else entry.body
 

@@ -82,14 +82,21 @@ class DirectForward:
         backend = pool.pick()
         if backend is None:
             return False  # the reverse proxy answers the 503
-        connection = pool.idle_connection(backend)
-        if connection is None:
-            request.continue_with(_handing_over(proxy, backend))
-            return True
-        head, host, _ = proxy.request_head(scope)
-        _Exchange(proxy, backend, connection, request, self.deadlines).send(
-            request_bytes(method, backend, upstream_target(scope, proxy.strip_prefix), host, head), method == "HEAD"
-        )
+        try:
+            connection = pool.idle_connection(backend)
+            if connection is None:
+                request.continue_with(_handing_over(proxy, backend))
+                return True
+            try:
+                head, host, _ = proxy.request_head(scope)
+                data = request_bytes(method, backend, upstream_target(scope, proxy.strip_prefix), host, head)
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:
+            backend.health.abandoned()  # (no verdict: a half-open probe is given back)
+            raise
+        _Exchange(proxy, backend, connection, request, self.deadlines).send(data, method == "HEAD")
         return True
 
 
@@ -121,16 +128,25 @@ class _Deadlines:
             self.timer = loop.call_later(self.interval, self._check, loop)
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = None
         now = loop.time()
-        for exchange in [e for e in self.exchanges if e.deadline <= now]:
-            exchange.expired()
-        self.timer = loop.call_later(self.interval, self._check, loop) if self.exchanges else None
+        try:
+            for exchange in [e for e in self.exchanges if e.deadline <= now]:
+                try:
+                    exchange.expired()
+                except Exception:  # (one exchange's failure must not end every other's timeout)
+                    logger.exception("upstream %s: the direct path failed at its read timeout", exchange.backend.url)
+                    exchange.request.abort()
+                    exchange.end(abort=True)
+        finally:
+            if self.exchanges:
+                self.timer = loop.call_later(self.interval, self._check, loop)
 
 
 class _Exchange:
     """One request on one kept-alive connection; ``on_data`` runs after each arrival from the backend."""
 
-    __slots__ = ("backend", "connection", "deadline", "deadlines", "proxy", "request", "started")
+    __slots__ = ("backend", "connection", "deadline", "deadlines", "judged", "proxy", "request", "started")
 
     def __init__(
         self, proxy: ReverseProxy, backend: Backend, connection: UpstreamConnection, request: DirectRequest,
@@ -142,6 +158,7 @@ class _Exchange:
         self.request = request
         self.deadlines = deadlines
         self.started = False  # the response's head was handed to the client
+        self.judged = False  # the backend's health was told how the exchange went
         self.deadline = 0.0
 
     def send(self, data: bytes, head_only: bool) -> None:
@@ -165,13 +182,13 @@ class _Exchange:
         except Exception:  # (a bug must not leave both connections hanging)
             logger.exception("upstream %s: the direct path failed", self.backend.url)
             self.request.abort()
-            self._end(abort=True)
+            self.end(abort=True)
 
     def _on_data(self) -> None:
         connection = self.connection
         request = self.request
         if request.disconnected:
-            self._end(abort=True)
+            self.end(abort=True)
             return
         if not self.started:
             if connection.error is not None and not connection.head_done:
@@ -182,6 +199,7 @@ class _Exchange:
                 return
             self.started = True
             status = connection.status
+            self.judged = True
             health = self.backend.health
             if 502 <= status <= 504:
                 health.failure(self.proxy.pool.clock())
@@ -190,7 +208,7 @@ class _Exchange:
             self._start(status)
         data = connection.take_body()
         if connection.complete:
-            self._end(abort=False)  # (first: the client's next request may reuse the connection)
+            self.end(abort=False)  # (first: the client's next request may reuse the connection)
             request.write(data, False)
         elif connection.error is not None:
             if not data and request.unstart():
@@ -199,7 +217,7 @@ class _Exchange:
                 self.backend.health.failure(self.proxy.pool.clock())
                 logger.warning("upstream %s: %s after its response's head, before its body; trying again",
                                self.backend.url, connection.error)
-                self._end(abort=True)
+                self.end(abort=True)
                 request.continue_with(_handing_over(self.proxy, None))
                 return
             if data:
@@ -207,14 +225,17 @@ class _Exchange:
             logger.warning("upstream %s: %s after the response started; closing the client's connection",
                            self.backend.url, connection.error)
             request.abort()
-            self._end(abort=True)
+            self.end(abort=True)
         else:
             if data:
                 request.write(data, True)
                 self._progress()
             client = request.connection
             if client.writing_paused and connection.transport is not None:
-                connection.transport.pause_reading()  # until the client has caught up
+                # Until the client has caught up: the backend is not read, and the wait is the client's
+                # (no read timeout runs, as the reverse proxy's drain has none).
+                connection.transport.pause_reading()
+                self.deadlines.exchanges.discard(self)
                 client.on_writable = self._client_writable
 
     def _start(self, status: int) -> None:
@@ -239,8 +260,16 @@ class _Exchange:
             self.request.start_serialized(status, b"".join(lines), length)
 
     def _client_writable(self) -> None:
+        """The client caught up (or left: the server calls this from ``connection_lost`` too)."""
         connection = self.connection
-        if connection.listener is self and connection.transport is not None and not connection.closed:
+        if connection.listener is not self:
+            return
+        if self.request.disconnected:
+            self.end(abort=True)
+            return
+        self._progress()
+        self.deadlines.add(self, connection.loop)
+        if connection.transport is not None and not connection.closed:
             connection.transport.resume_reading()
 
     def _progress(self) -> None:
@@ -254,8 +283,9 @@ class _Exchange:
                 logger.warning("upstream %s: no data within %g s after the response started; closing the "
                                "client's connection", self.backend.url, self.proxy.read_timeout)
                 request.abort()
-            self._end(abort=True)
+            self.end(abort=True)
             return
+        self.judged = True
         self.backend.health.failure(self.proxy.pool.clock())
         self._answer(AttemptFailed(504, f"no response within {self.proxy.read_timeout:g} s", failover=False))
 
@@ -265,28 +295,34 @@ class _Exchange:
         if not connection.received and isinstance(error, UpstreamClosed):
             # The backend closed the kept-alive connection (restarted, or timed it out): as the reverse
             # proxy does, drop its other idle ones, and let it try a fresh connection.
-            self._end(abort=True)
+            self.end(abort=True, handing_over=True)
             while backend.idle:
                 backend.idle.pop().close()
             self.request.continue_with(_handing_over(self.proxy, backend))
             return
+        self.judged = True
         backend.health.failure(self.proxy.pool.clock())
         self._answer(AttemptFailed(502, str(error), failover=False))
 
     def _answer(self, failed: AttemptFailed) -> None:
-        self._end(abort=True)
+        self.end(abort=True)
         request = self.request
         log_failure(self.backend, failed, request.scope)
         body = error_body(failed.status, failure_message(self.backend, failed))
         request.respond(failed.status, error_headers(body), body)
 
-    def _end(self, *, abort: bool) -> None:
+    def end(self, *, abort: bool, handing_over: bool = False) -> None:
+        """The exchange is over: the connection is released (or aborted), and a backend that got no
+        verdict (the client left, say) gives back a half-open probe — unless the request is handed over
+        to the reverse proxy, whose attempt on the same backend carries the probe on."""
         connection = self.connection
         if connection.listener is not self:
             return
         connection.listener = None
         self.deadlines.exchanges.discard(self)
         self.backend.in_flight -= 1
+        if not self.judged and not handing_over:
+            self.backend.health.abandoned()
         if abort:
             connection.abort()
         else:

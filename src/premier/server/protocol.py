@@ -290,8 +290,10 @@ class _Request:
         if first is None:
             first = state.head_start(status)
         framing = b""
-        if self.left >= 0 or status in _NO_BODY_STATUS or status < 200:
-            pass  # (its content-length is among the lines, or it has no body)
+        if status in _NO_BODY_STATUS or status < 200:
+            self.head_only = True  # (whatever body the app sends, none is written)
+        elif self.left >= 0 or self.head_only:
+            pass  # (its content-length is among the lines; a HEAD's length is not made up)
         elif not more:
             self.left = size
             framing = b"content-length: %d\r\n" % size
@@ -328,11 +330,13 @@ class _Request:
             lines += (name, b": ", value, b"\r\n")
         expected = state.head_newlines + ((len(lines) - 1) >> 2) + 1  # (+1: the blank line at the end)
         if status in _NO_BODY_STATUS or status < 200:
-            pass
+            self.head_only = True  # (whatever body the app sends, none is written)
         elif length >= 0:
             self.left = length
             lines += (b"content-length: ", b"%d" % length, b"\r\n")
             expected += 1
+        elif self.head_only:
+            pass  # (a HEAD's length is not made up)
         elif not more:
             self.left = size
             lines += (b"content-length: ", b"%d" % size, b"\r\n")
@@ -390,7 +394,8 @@ class _Request:
         self.keep_alive = False
         body = error_body(500, "Internal Server Error")
         connection = self.connection
-        connection.transport.write(self._head([(b"content-type", b"application/json")], len(body), False) + body)
+        head = self._head([(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], len(body), False)
+        connection.transport.write(head if self.head_only else head + body)
         connection.finish(self)
 
 
@@ -414,6 +419,9 @@ class HttpProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.lingering = False  # answered an error and closing: what arrives is dropped
+        self._refusal: tuple[int, str] | None = None  # an error to answer once the responses before it are sent
+        self._starting = False  # finish() is starting queued requests
+        self._too_large = False  # the request head being parsed passed MAX_HEAD_BYTES
         self.on_writable: Callable[[], None] | None = None  # a shortcut waiting for a slow client, once
         self._drain: asyncio.Future[None] | None = None
         self.idle_since = state.now  # deadline bookkeeping for the server's timer (its coarse clock)
@@ -421,7 +429,8 @@ class HttpProtocol(asyncio.Protocol):
         # the request head being parsed
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
+        self._head_bytes = 0  # the head's URL and headers so far
+        self._read_bytes = 0  # bytes read while the head was incomplete (a bound on the parser's buffers)
         self._expect_continue = False
         self._has_body = False
         self._keep_alive_asked = False
@@ -444,6 +453,9 @@ class HttpProtocol(asyncio.Protocol):
                 request.disconnected = True
                 request.wake()
         self.queue.clear()
+        writable, self.on_writable = self.on_writable, None
+        if writable is not None:
+            writable()  # (a shortcut waiting for this client to catch up: it left)
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -451,18 +463,31 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return
+        reading_head = self.head_since is not None  # (a head already under way before this read)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             if self._upgrade == b"websocket":
                 self._hand_over_websocket(data[upgrade.args[0]:] if upgrade.args else b"")
             return
+        except httptools.HttpParserCallbackError as exc:  # (a bug of ours or the app's, not the client's)
+            logger.error("the server failed on a request from %s", self.client[0] if self.client else "-",
+                         exc_info=exc.__context__ or exc)
+            request = self.current
+            if request is not None and not request.started:
+                request._answer_500()  # (the request it failed on; the connection then closes)
+            else:
+                self._refuse(500, "Internal Server Error")
+            return
         except httptools.HttpParserError as exc:
             self._refuse(400, f"invalid HTTP request: {exc}")
             return
-        if self.head_since is not None:  # (approximate: enough to bound what a client makes us hold)
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
+        if self._too_large:
+            self._refuse(431, f"the request's head is larger than {MAX_HEAD_BYTES} bytes")
+        elif self.head_since is not None:  # a head still incomplete: its headers and what was read of it
+            if reading_head:
+                self._read_bytes += len(data)
+            if self._read_bytes > MAX_HEAD_BYTES or self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(431, f"the request's head is larger than {MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool | None:
@@ -502,7 +527,8 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._head_bytes = 0
+        self._head_bytes = 0  # the head's URL and headers so far
+        self._read_bytes = 0  # bytes read while the head was incomplete (a bound on the parser's buffers)
         self._expect_continue = False
         self._has_body = False
         self._keep_alive_asked = False
@@ -511,8 +537,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
         name = name.lower()
         if len(name) in _WATCHED_NAME_LENGTHS:
             if name == b"expect" and value.lower() == b"100-continue":
@@ -527,6 +555,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.head_since = None
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._too_large = True  # answered 431 once the parser stops (data_received)
+            return
         parser = self.parser
         if parser.should_upgrade() and self._upgrade == b"websocket":
             return  # handed to the WebSocket protocol when the parser stops (data_received)
@@ -611,14 +642,22 @@ class HttpProtocol(asyncio.Protocol):
         if not request.keep_alive or self.transport.is_closing():
             self.transport.close()
             return
-        if self.queue:
-            self._start(self.queue.popleft())
-            if not self.queue:
-                self.resume_reading()
-        else:
+        if self._starting:
+            return  # (a shortcut answered a queued request at once: the loop below goes on)
+        self._starting = True
+        try:
+            # Iteratively: queued requests that shortcuts answer at once would otherwise recurse.
+            while self.current is None and self.queue and not self.transport.is_closing():
+                self._start(self.queue.popleft())
+        finally:
+            self._starting = False
+        if self.current is None and not self.transport.is_closing():
+            if self._refusal is not None:  # a bad request after the ones answered: its answer now
+                self._refuse(*self._refusal)
+                return
             self.idle_since = self.state.now
-            if self.reading_paused:
-                self.resume_reading()
+        if not self.queue and self.reading_paused:
+            self.resume_reading()
 
     def _write_wire(self, wire: tuple[int, bytes, bytes], head_only: bool) -> None:
         """Writes an answer the app gave as bytes (header lines with the body's ``content-length``),
@@ -646,18 +685,33 @@ class HttpProtocol(asyncio.Protocol):
                            version, status)
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answers a request the server cannot take (malformed, too large, too slow), then closes. The
-        close lingers: writing ends first and what the client still sends is read and dropped for a
-        moment, so that closing with unread data (a reset) cannot destroy the answer on its way."""
-        if self.current is None or not self.current.started:
-            body = error_body(status, message)
-            self.transport.write(
-                self.state.head_start(status)
-                + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
-            )
-        logger.info("%s from %s: %s", status, self.client[0] if self.client else "-", message)
+        """Answers a request the server cannot take (malformed, too large, too slow), then closes —
+        after the responses to the requests before it, if any are still being answered. The close
+        lingers: writing ends first and what the client still sends is read and dropped for a moment, so
+        that closing with unread data (a reset) cannot destroy the answer on its way."""
         self.head_since = None
         self.lingering = True
+        current = self.current
+        if current is not None:
+            if self.parsing is current:  # its own body was malformed: it cannot be answered properly
+                logger.info("%s from %s: %s", status, self.client[0] if self.client else "-", message)
+                current.disconnected = True
+                current.wake()
+                self.transport.close()
+                return
+            parsing = self.parsing
+            if parsing is not None and parsing in self.queue:  # (a queued request cut short: not answered)
+                self.queue.remove(parsing)
+                self.parsing = None
+            self._refusal = (status, message)  # answered by finish() after the complete requests before it
+            return
+        self._refusal = None
+        body = error_body(status, message)
+        self.transport.write(
+            self.state.head_start(status)
+            + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+        )
+        logger.info("%s from %s: %s", status, self.client[0] if self.client else "-", message)
         self.idle_since = self.state.now
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -672,7 +726,7 @@ class HttpProtocol(asyncio.Protocol):
         timeout, and one that takes longer than the header timeout to send a request's head (408)."""
         state = self.state
         if self.lingering:
-            if now - self.idle_since > _LINGER:
+            if self.current is None and now - self.idle_since > _LINGER:  # (not while answering those before)
                 self.transport.close()
         elif self.head_since is not None:
             if now - self.head_since > state.header_timeout:

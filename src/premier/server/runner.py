@@ -112,7 +112,10 @@ class Server:
 
     # one process ---------------------------------------------------------------------------------------
 
-    async def serve(self, sockets: list[socket.socket], *, handle_signals: bool = True) -> int:
+    async def serve(
+        self, sockets: list[socket.socket], *, handle_signals: bool = True,
+        signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    ) -> int:
         """Serves on ``sockets`` until told to stop; 0, or 3 when the lifespan's startup failed."""
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -130,7 +133,7 @@ class Server:
             for sock in sockets
         ]
         if handle_signals:
-            self._install_signal_handlers(loop)
+            self._install_signal_handlers(loop, signals)
         timer = loop.create_task(self._tick(state))
         self._requests = state.tasks
         self.started = True
@@ -145,7 +148,7 @@ class Server:
             timer.cancel()
             await lifespan.shutdown()
             if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in signals:
                     loop.remove_signal_handler(sig)
         return 0
 
@@ -156,7 +159,7 @@ class Server:
             with contextlib.suppress(RuntimeError):  # the loop already closed
                 self._loop.call_soon_threadsafe(self._exit.set)
 
-    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop, signals: tuple[int, ...]) -> None:
         def on_signal(sig: int) -> None:
             if self.should_exit:  # a second signal: stop waiting for requests in flight
                 for task in list(self._requests):
@@ -165,7 +168,7 @@ class Server:
             assert self._exit is not None
             self._exit.set()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.add_signal_handler(sig, on_signal, sig)
 
     async def _tick(self, state: ServerState) -> None:
@@ -176,7 +179,11 @@ class Server:
             state.refresh_date()
             now = state.now = loop.time()
             for connection in list(state.connections):
-                connection.check_deadlines(now)
+                try:
+                    connection.check_deadlines(now)
+                except Exception:  # (one connection's failure must not end every other's deadlines)
+                    logger.exception("the server failed checking a connection's deadlines")
+                    connection.transport.abort()
 
     async def _drain(self, state: ServerState) -> None:
         """Graceful shutdown: no new requests; those in flight get ``graceful_timeout`` seconds."""
@@ -184,7 +191,8 @@ class Server:
         for connection in list(state.connections):
             connection.shutdown()
         deadline = time.monotonic() + self.graceful_timeout
-        while state.tasks and time.monotonic() < deadline:
+        # (requests on the direct path have no task: a connection answering one has a current request)
+        while (state.tasks or any(c.current is not None for c in state.connections)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if state.tasks:
             logger.warning("shutdown: cancelling %d request(s) still running after %g s", len(state.tasks),
@@ -247,14 +255,20 @@ def run_loop(main: Any) -> int:
 
 
 class _Supervisor:
-    """The parent of ``workers`` forked worker processes serving one socket."""
+    """The parent of ``workers`` forked worker processes serving one socket.
+
+    ``SIGTERM``/``SIGINT`` reach each worker as one ``SIGTERM`` (a terminal's Ctrl-C, which signals the
+    whole group, is left to the parent: the workers ignore ``SIGINT``, so they drain once, gracefully);
+    ``SIGHUP`` is passed on. A worker that dies is started again, after a pause that doubles while
+    workers keep dying young (at most 10 s); one whose startup failed (exit 3) stops them all."""
 
     def __init__(self, server: Server, sock: socket.socket, workers: int) -> None:
         self.server = server
         self.sock = sock
         self.workers = workers
-        self.children: set[int] = set()
+        self.children: dict[int, float] = {}  # pid -> when it started
         self.stopping = False
+        self.status = 0
 
     def run(self) -> int:
         received: list[int] = []
@@ -262,6 +276,7 @@ class _Supervisor:
             signal.signal(sig, lambda number, _frame: received.append(number))
         for _ in range(self.workers):
             self._spawn()
+        pause = 0.5
         while self.children:
             while received:
                 number = received.pop(0)
@@ -269,9 +284,7 @@ class _Supervisor:
                     logger.info("SIGHUP: passed on to %d workers", len(self.children))
                 else:
                     self.stopping = True
-                for pid in self.children:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, number if number == signal.SIGHUP else signal.SIGTERM)
+                self._signal(signal.SIGHUP if number == signal.SIGHUP else signal.SIGTERM)
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -279,31 +292,37 @@ class _Supervisor:
             if pid == 0:
                 time.sleep(0.1)
                 continue
-            self.children.discard(pid)
-            if not self.stopping:
-                code = os.waitstatus_to_exitcode(status)
-                if code == 3:  # the lifespan's startup failed: it would fail again
-                    logger.error("worker %d failed to start; stopping", pid)
-                    self.stopping = True
-                    for other in self.children:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(other, signal.SIGTERM)
-                    continue
-                logger.warning("worker %d exited (%s); starting another", pid, code)
-                time.sleep(0.5)
-                self._spawn()
-        return 0
+            started = self.children.pop(pid, time.monotonic())
+            if self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code == 3:  # the lifespan's startup failed: it would fail again
+                logger.error("worker %d failed to start; stopping", pid)
+                self.stopping, self.status = True, 3
+                self._signal(signal.SIGTERM)
+                continue
+            pause = min(pause * 2, 10.0) if time.monotonic() - started < 10 else 0.5
+            logger.warning("worker %d exited (%s); starting another in %g s", pid, code, pause)
+            time.sleep(pause)
+            self._spawn()
+        return self.status
+
+    def _signal(self, number: int) -> None:
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
 
     def _spawn(self) -> None:
         pid = os.fork()
         if pid:
-            self.children.add(pid)
+            self.children[pid] = time.monotonic()
             return
         code = 1
         try:  # the worker
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            code = run_loop(self.server.serve([self.sock]))
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's config watcher takes it
+            code = run_loop(self.server.serve([self.sock], signals=(signal.SIGTERM,)))
         except BaseException:
             logger.exception("worker %d crashed", os.getpid())
         finally:
