@@ -218,7 +218,7 @@ class _Request:
             head = self._head(self.headers, len(body), more)
             self.headers = None
         elif self.lines is not None:
-            head = self._head_serialized(self.lines, len(body), more)
+            head = self._framed(self.lines, len(body), more)
             self.lines = None
         if self.head_only:
             if head:
@@ -282,8 +282,39 @@ class _Request:
                 self.keep_alive = False
                 raise RuntimeError("the response's body is longer than its content-length")
 
-    def _head_serialized(self, lines: bytes, size: int, more: bool) -> bytes:
-        """``_head`` for lines already serialized and checked (``start_serialized``)."""
+    def _head(self, headers: Any, size: int, more: bool) -> bytes:
+        """The head for the app's header list: its lines checked, then framed (``_framed``)."""
+        no_body = self.status in _NO_BODY_STATUS or self.status < 200
+        parts: list[bytes] = []
+        length = -1
+        for name, value in headers:
+            if len(name) in _FRAMING_NAME_LENGTHS:  # (lower-casing only the names that might be these)
+                lower = name.lower()
+                if lower == b"content-length":
+                    length = int(value)
+                    if no_body:
+                        continue
+                elif lower == b"transfer-encoding":
+                    continue  # the server frames the body itself
+                elif lower == b"connection":
+                    if b"close" in value.lower():
+                        self.keep_alive = False
+                    continue
+            parts += (name, b": ", value, b"\r\n")
+        lines = b"".join(parts)
+        # A line break inside a name or value would let it write headers of its own (response
+        # splitting): every one must be one of the line ends. One count, not a scan per header.
+        expected = len(parts) >> 2
+        if lines.count(b"\n") != expected or lines.count(b"\r") != expected:
+            raise RuntimeError(f"invalid HTTP response head (a line break in a header): {lines[:200]!r}")
+        if not no_body:
+            self.left = length
+        return self._framed(lines, size, more)
+
+    def _framed(self, lines: bytes, size: int, more: bool) -> bytes:
+        """The whole head around header lines already checked (``content-length`` among them when
+        ``self.left`` is set): the status line and the server's headers first, then the body's framing
+        and whether the connection stays open."""
         status = self.status
         state = self.connection.state
         first = state.heads.get(status)
@@ -298,66 +329,13 @@ class _Request:
             self.left = size
             framing = b"content-length: %d\r\n" % size
         elif not self.http10:
-            self.chunked = not self.head_only
+            self.chunked = True
             framing = b"transfer-encoding: chunked\r\n"
         else:
             self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
         if state.closing:
             self.keep_alive = False
         return b"".join((first, lines, framing, _tail(self.keep_alive, self.http10)))
-
-    def _head(self, headers: Any, size: int, more: bool) -> bytes:
-        """The status line and headers; decides the body's framing and whether the connection stays open."""
-        status = self.status
-        state = self.connection.state
-        first = state.heads.get(status)
-        if first is None:
-            first = state.head_start(status)
-        lines = [first]
-        length = -1
-        for name, value in headers:
-            if len(name) in _FRAMING_NAME_LENGTHS:  # (lower-casing only the names that might be these)
-                lower = name.lower()
-                if lower == b"content-length":
-                    length = int(value)
-                    continue  # (written below, once)
-                if lower == b"transfer-encoding":
-                    continue  # the server frames the body itself
-                if lower == b"connection":
-                    if b"close" in value.lower():
-                        self.keep_alive = False
-                    continue
-            lines += (name, b": ", value, b"\r\n")
-        expected = state.head_newlines + ((len(lines) - 1) >> 2) + 1  # (+1: the blank line at the end)
-        if status in _NO_BODY_STATUS or status < 200:
-            self.head_only = True  # (whatever body the app sends, none is written)
-        elif length >= 0:
-            self.left = length
-            lines += (b"content-length: ", b"%d" % length, b"\r\n")
-            expected += 1
-        elif self.head_only:
-            pass  # (a HEAD's length is not made up)
-        elif not more:
-            self.left = size
-            lines += (b"content-length: ", b"%d" % size, b"\r\n")
-            expected += 1
-        elif not self.http10:
-            self.chunked = not self.head_only
-            lines.append(b"transfer-encoding: chunked\r\n")
-            expected += 1
-        else:
-            self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
-        if state.closing:
-            self.keep_alive = False
-        tail = _tail(self.keep_alive, self.http10)
-        lines.append(tail)
-        expected += tail is not _END  # (a connection line before the blank one)
-        head = b"".join(lines)
-        # A line break inside a name or value would let it write headers of its own (response
-        # splitting): every one in the head must be one the server wrote. One count, not a scan per header.
-        if head.count(b"\n") != expected or head.count(b"\r") != expected:
-            raise RuntimeError(f"invalid HTTP response head (a line break in a header): {head[:200]!r}")
-        return head
 
     # running the app -------------------------------------------------------------------------------
 

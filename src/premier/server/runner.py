@@ -67,7 +67,6 @@ class ServerState:
 
     def refresh_date(self) -> None:
         self.default_headers = b"date: " + formatdate(usegmt=True).encode() + b"\r\nserver: premier\r\n"
-        self.head_newlines = 3  # (the status line, date, server)
         self.heads: dict[int, bytes] = {}  # status -> its status line and the headers above, this second
 
     def head_start(self, status: int) -> bytes:
