@@ -192,3 +192,21 @@ def test_plugin_mode_serves_an_app_without_lifespan_support(tmp_path: Path) -> N
             "--port", str(port), "--log-level", "warning"]
     with Process(args, port):
         assert get(port, "/")[2] == b"plain"
+
+
+async def test_a_file_changed_while_the_gateway_started_is_loaded_when_its_watcher_starts(tmp_path: Path) -> None:
+    # (a worker that got SIGHUP before its watcher took the signal must still end up on the new file)
+    from premier.asgi import ASGIGateway, GatewayConfig
+    from premier.config.watch import ConfigWatcher
+
+    config = tmp_path / "gateway.yaml"
+    _limited_config(config, "http://127.0.0.1:9", 1)
+    gateway = ASGIGateway(GatewayConfig.from_file(config))
+    watcher = ConfigWatcher(gateway, config)
+    _limited_config(config, "http://127.0.0.1:9", 500)  # (a longer file: another size)
+    watcher.start()
+    try:
+        assert gateway.config.paths[0].features.rate_limit is not None
+        assert gateway.config.paths[0].features.rate_limit.quota == 500
+    finally:
+        await watcher.stop()

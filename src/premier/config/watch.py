@@ -53,6 +53,12 @@ class ConfigWatcher:
             pass  # not the main thread, or no SIGHUP on this platform
         if self.poll:
             self._task = loop.create_task(self._watch(), name="premier-config-watch")
+        stamp = self._stamp()
+        if stamp is not None and stamp != self._seen:
+            # Changed while the gateway started (a SIGHUP then found no handler yet): take it now.
+            logger.info("%s changed during startup: reloading", self.path)
+            self._seen = stamp
+            self.reload()
 
     async def stop(self) -> None:
         if self._signal:
