@@ -63,8 +63,8 @@ class DirectRequest(Protocol):
 
 
 class DirectForward:
-    """The direct path in front of ``proxy``: ``forward(request)`` takes the request (``True``) or leaves
-    it to the ASGI app (``False``)."""
+    """The direct path in front of ``proxy``: called with a request, it takes it (``True``: answered here
+    or handed to the reverse proxy's coroutine) or leaves it to the ASGI app (``False``)."""
 
     __slots__ = ("deadlines", "proxy")
 
