@@ -36,6 +36,7 @@ class _Compiled:
 
     __slots__ = (
         "config", "dashboard", "fallback", "fallback_shortcut", "passthrough", "pools", "router", "routes", "websockets",
+        "wired",
     )
 
     def __init__(
@@ -52,6 +53,7 @@ class _Compiled:
         self.websockets = websockets  # route pattern -> its WebSocket policy
         self.dashboard = dashboard  # served ahead of every policy, when configured
         self.fallback_shortcut = shortcut_for_app(fallback)
+        self.wired = any(route.wire is not None for route in routes.values())  # some route answers hits as bytes
 
 
 async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
@@ -273,18 +275,24 @@ class ASGIGateway:
         await route.entry(Exchange(scope, receive, send, path, route.pattern, params))
 
 
+    def _shortcut_match(self, compiled: _Compiled, raw_path: str) -> tuple[Route | None, str, dict[str, str]] | None:
+        """The route a shortcut may answer for (``router.match``'s), or ``None`` where none may: while
+        the events are counted, and for the dashboard's paths."""
+        if self.events.active or (compiled.dashboard is not None and compiled.dashboard.serves(raw_path)):
+            return None
+        return compiled.router.match(raw_path)
+
     def shortcut(self, request: DirectRequest) -> bool:
         """For a server that offers it (Premier's own): answers ``request`` — one without a body — without
         running the gateway as ASGI, where its route allows (a cache hit from memory, the proxy's direct
         path: see ``premier.asgi.shortcut``). ``False`` leaves it to the ASGI app, untouched."""
-        if self.events.active:
-            return False
         compiled = self._compiled
         scope = request.scope
         raw_path = scope["path"]
-        if compiled.dashboard is not None and compiled.dashboard.serves(raw_path):
+        match = self._shortcut_match(compiled, raw_path)
+        if match is None:
             return False
-        route, path, params = compiled.router.match(raw_path)
+        route, path, params = match
         shortcut = compiled.fallback_shortcut if route is None else route.shortcut
         if shortcut is None:
             return False
@@ -301,15 +309,15 @@ class ASGIGateway:
     ) -> tuple[int, bytes, bytes] | None:
         """For a server that asks before it makes a scope (Premier's): the usual fresh cache hit from
         memory as ``(status, header lines with its content-length, body)``; ``None`` for anything else."""
-        if self.events.active:
-            return None
         compiled = self._compiled
-        if compiled.dashboard is not None and compiled.dashboard.serves(raw_path):
+        if not compiled.wired:
+            return None  # (no route answers so: no second route lookup before ``shortcut``'s)
+        match = self._shortcut_match(compiled, raw_path)
+        if match is None:
             return None
-        route, path, params = compiled.router.match(raw_path)
-        if route is None or route.wire is None:
-            return None
-        return route.wire(method, headers, query, path, params)
+        route, path, params = match
+        wire = route.wire if route is not None else None
+        return None if wire is None else wire(method, headers, query, path, params)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         compiled = self._compiled

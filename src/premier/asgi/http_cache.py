@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from premier.asgi.chain import Step
-from premier.asgi.exchange import Exchange, Message, Rejection, Scope, Send, error_body
+from premier.asgi.exchange import Exchange, Message, Rejection, Send, error_body
 from premier.config.schema import CacheConfig
 
 __all__ = ["HttpCacheStep"]
@@ -222,7 +222,7 @@ class HttpCacheStep:
                 return f"{self._path_prefix(path)}#{self.key_template.format_map(values)}"
             except (KeyError, IndexError, ValueError, AttributeError):
                 pass  # the request lacks a {name}: fall back to the full key, never share wrongly
-        return f"{self.prefix}GET:{len(path)}:{path}?{query}"
+        return f"{self.prefix}GET:{len(path)}:{path}?{query}"  # (_path_prefix's, inline: the hit's hot path)
 
     async def _lookup(self, ex: Exchange, base_key: str) -> CachedResponse | None:
         """The stored entry for this request, from a provider that must be awaited (the in-process
@@ -310,7 +310,7 @@ class HttpCacheStep:
         age = self._fresh(entry, request_cc, request)
         if age is None or entry is None:
             return False
-        answer = self._render(entry, age, request, ex.scope["method"])
+        answer = self.render(entry, age, request, ex.scope["method"])
         if ex.cache_status == "MISS" and ex.extra_headers:  # marked a miss, then served another process's entry
             ex.extra_headers.pop(b"x-cache", None)
         ex.cache_status = "HIT"
@@ -319,21 +319,13 @@ class HttpCacheStep:
         await ex.send({"type": "http.response.body", "body": body})
         return True
 
-    def answer_now(
-        self, scope: Scope, path: str, params: dict[str, str]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """The response a fresh entry in this process's memory gives the request (to ``path``, with
-        the route's ``params``), found without awaiting. ``None``: the step must run — a miss, a
-        revalidation, another method, a store shared with other processes."""
-        method = scope["method"]
-        hit = self.hit_now(method, scope["headers"], scope.get("query_string", b""), path, params)
-        return None if hit is None else self._render(*hit, method)
-
     def hit_now(
         self, method: str, headers: list[tuple[bytes, bytes]], query: bytes, path: str, params: dict[str, str]
     ) -> tuple[CachedResponse, float, dict[bytes, bytes]] | None:
-        """``answer_now``'s entry, before its response is made: the entry, its age, the request's
-        cache-related headers."""
+        """The fresh entry in this process's memory that answers the request (to ``path``, with the
+        route's ``params``), found without awaiting: the entry, its age, the request's cache-related
+        headers (for ``wire`` or ``render``). ``None``: the step must run — a miss, a revalidation,
+        another method, a store shared with other processes."""
         if not self.local or (method != "GET" and method != "HEAD"):
             return None
         request = _request_headers(headers)
@@ -350,14 +342,17 @@ class HttpCacheStep:
     def wire_now(
         self, method: str, headers: list[tuple[bytes, bytes]], query: bytes, path: str, params: dict[str, str]
     ) -> tuple[int, bytes, bytes] | None:
-        """The usual hit as a server writes it: ``(status, header lines, body)`` — the lines
-        serialized once per entry, ``content-length`` among them, ``Age`` and ``X-Cache`` added — or
-        ``None`` for anything else (no hit, a 304, a status without a body, a header that needs the
-        server's own checks)."""
+        """``hit_now``, then ``wire``: the usual hit as a server writes it, or ``None``."""
         hit = self.hit_now(method, headers, query, path, params)
-        if hit is None:
-            return None
-        entry, age, request = hit
+        return None if hit is None else self.wire(*hit, method)
+
+    def wire(
+        self, entry: CachedResponse, age: float, request: dict[bytes, bytes], method: str
+    ) -> tuple[int, bytes, bytes] | None:
+        """A hit as a server writes it: ``(status, header lines, body)`` — the lines serialized once
+        per entry, ``content-length`` among them, ``Age`` and ``X-Cache`` added — or ``None`` for
+        anything but the usual hit (a 304, a status without a body, a header that needs the server's
+        own checks: ``render`` then)."""
         status = entry.status
         if status < 200 or status in _NO_BODY_STATUS or (request and self.not_modified(entry, request)):
             return None
@@ -397,9 +392,10 @@ class HttpCacheStep:
         """Whether the request's ``If-None-Match`` matches the entry: the hit answers 304."""
         return entry.etag is not None and bool(request) and _etag_matches(request.get(b"if-none-match"), entry.etag)
 
-    def _render(
+    def render(
         self, entry: CachedResponse, age: float, request: dict[bytes, bytes], method: str
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """A hit as ASGI sends it: ``(status, headers, body)`` (a 304 for a matching ``If-None-Match``)."""
         seconds = int(age)
         extra = ((b"age", _AGES[seconds] if seconds < 3600 else str(seconds).encode()), (b"x-cache", b"HIT"))
         if entry.etag is not None and request and _etag_matches(request.get(b"if-none-match"), entry.etag):

@@ -9,7 +9,7 @@ that must be cheapest). Each gives exactly what the chain would:
 
 - a route whose features are ``cache`` (and perhaps ``timeout`` and ``monitoring``, which a hit served
   from memory cannot trip but is still logged by when slow) answers fresh hits from this process's
-  memory (:meth:`HttpCacheStep.answer_now`); misses, revalidations and other methods run the chain,
+  memory (:meth:`HttpCacheStep.hit_now`); misses, revalidations and other methods run the chain,
   which fetches and stores;
 - in standalone mode, a route with no features at all forwards on the direct path
   (:mod:`premier.proxy.direct`).
@@ -92,14 +92,15 @@ class _CacheHit:
         scope = request.scope
         cache = self.cache
         method = scope["method"]
-        wire = cache.wire_now(method, scope["headers"], scope.get("query_string", b""), path, params)
+        hit = cache.hit_now(method, scope["headers"], scope.get("query_string", b""), path, params)
+        if hit is None:
+            return False
+        wire = cache.wire(*hit, method)
         if wire is not None:  # the usual hit: its header lines were serialized when first served
             status = wire[0]
             request.respond_serialized(*wire)
         else:
-            answer = cache.answer_now(scope, path, params)
-            if answer is None:
-                return False
+            answer = cache.render(*hit, method)
             status = answer[0]
             request.respond(*answer)
         if started:

@@ -200,11 +200,7 @@ class _Exchange:
             self.started = True
             status = connection.status
             self.judged = True
-            health = self.backend.health
-            if 502 <= status <= 504:
-                health.failure(self.proxy.pool.clock())
-            else:
-                health.success(self.proxy.pool.clock())
+            self.backend.health.responded(self.proxy.pool.clock(), status)
             self._start(status)
         data = connection.take_body()
         if connection.complete:
@@ -296,8 +292,7 @@ class _Exchange:
             # The backend closed the kept-alive connection (restarted, or timed it out): as the reverse
             # proxy does, drop its other idle ones, and let it try a fresh connection.
             self.end(abort=True, handing_over=True)
-            while backend.idle:
-                backend.idle.pop().close()
+            backend.drop_idle()
             self.request.continue_with(_handing_over(self.proxy, backend))
             return
         self.judged = True

@@ -58,6 +58,13 @@ class BackendHealth:
         if self.breaker._state != "closed":
             self.breaker.before_call(now)
 
+    def responded(self, now: float, status: int) -> None:
+        """The backend answered with ``status``: 502, 503 and 504 count as failures."""
+        if 502 <= status <= 504:
+            self.failure(now)
+        else:
+            self.success(now)
+
     def success(self, now: float) -> None:
         self._count(now, 0)
         if self.breaker._state != "closed" or self.breaker.failures:

@@ -43,6 +43,11 @@ class Backend:
         self.idle: list[UpstreamConnection] = []
         self.health = BackendHealth(config.passive_health, self.url)
 
+    def drop_idle(self) -> None:
+        """Closes the kept-alive connections (the backend closed them, or the pool is closing)."""
+        while self.idle:
+            self.idle.pop().close()
+
     def __repr__(self) -> str:
         return f"<Backend {self.url}>"
 
@@ -119,8 +124,7 @@ class UpstreamPool:
         if self.checker is not None:
             await self.checker.stop()
         for backend in self.backends:
-            while backend.idle:
-                backend.idle.pop().close()
+            backend.drop_idle()
 
     async def probe(self, backend: Backend, path: str, timeout: float) -> int:
         """One active health check: ``GET path`` on a new connection; the answer's status."""

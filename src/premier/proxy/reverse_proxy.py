@@ -161,8 +161,7 @@ class ReverseProxy:
                 backend.in_flight -= 1
                 connection.abort()
                 if reused and not connection.received and replayable:
-                    while backend.idle:  # the backend restarted or timed its connections out: all are stale
-                        backend.idle.pop().close()
+                    backend.drop_idle()  # the backend restarted or timed its connections out: all are stale
                     continue
                 health.failure(pool.clock())
                 raise AttemptFailed(502, str(exc), failover=replayable and not connection.received) from None
@@ -188,10 +187,7 @@ class ReverseProxy:
         """Passes the response on as it arrives; the connection goes back to the pool if it can be reused."""
         status = connection.status
         pool = self.pool
-        if 502 <= status <= 504:
-            backend.health.failure(pool.clock())
-        else:
-            backend.health.success(pool.clock())
+        backend.health.responded(pool.clock(), status)
         await send({"type": "http.response.start", "status": status, "headers": response_headers(connection.headers)})
         watcher: asyncio.Future[Message] | None = None
         try:

@@ -317,9 +317,7 @@ class _Request:
         and whether the connection stays open."""
         status = self.status
         state = self.connection.state
-        first = state.heads.get(status)
-        if first is None:
-            first = state.head_start(status)
+        first = state.heads.get(status) or state.head_start(status)
         framing = b""
         if status in _NO_BODY_STATUS or status < 200:
             self.head_only = True  # (whatever body the app sends, none is written)
@@ -642,9 +640,7 @@ class HttpProtocol(asyncio.Protocol):
         before any scope or request object was made."""
         status, lines, body = wire
         state = self.state
-        first = state.heads.get(status)
-        if first is None:
-            first = state.head_start(status)
+        first = state.heads.get(status) or state.head_start(status)
         keep_alive = self.parser.should_keep_alive() and not state.closing
         # (HTTP/1.0's keep-alive, said back, from the request's header: no version string to make)
         tail = _tail(keep_alive, self._keep_alive_asked)
@@ -672,7 +668,7 @@ class HttpProtocol(asyncio.Protocol):
         current = self.current
         if current is not None:
             if self.parsing is current:  # its own body was malformed: it cannot be answered properly
-                logger.info("%s from %s: %s", status, self.client[0] if self.client else "-", message)
+                self._log_refusal(status, message)
                 current.disconnected = True
                 current.wake()
                 self.transport.close()
@@ -689,13 +685,16 @@ class HttpProtocol(asyncio.Protocol):
             self.state.head_start(status)
             + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
         )
-        logger.info("%s from %s: %s", status, self.client[0] if self.client else "-", message)
+        self._log_refusal(status, message)
         self.idle_since = self.state.now
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.resume_reading()
         else:
             self.transport.close()
+
+    def _log_refusal(self, status: int, message: str) -> None:
+        logger.info("%s from %s: %s", status, self.client[0] if self.client else "-", message)
 
     # server-wide timer and shutdown ----------------------------------------------------------------------
 
