@@ -125,7 +125,10 @@ def test_sighup_reaches_every_worker_which_reloads_in_place(tmp_path: Path) -> N
         log = tmp_path / "gateway.log"
         with gateway_process(config, "--workers", "2", log=log) as gateway:
             assert gateway.process is not None
-            workers = sorted(_children(gateway.process.pid))
+            pid = gateway.process.pid
+            # (the socket listens before the workers are forked and started: wait for both)
+            eventually(lambda: log.read_text().count("accepting connections") == 2)
+            workers = sorted(_children(pid))
             assert len(workers) == 2
             assert _admitted(gateway.port, 6) <= 2
             _limited_config(config, origin.url, 50)

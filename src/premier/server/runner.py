@@ -136,10 +136,10 @@ class Server:
         timer = loop.create_task(self._tick(state))
         self._requests = state.tasks
         self.started = True
+        logger.info("process %d accepting connections", os.getpid())
         try:
-            while not self.should_exit:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._exit.wait(), 0.1)  # (a thread may set should_exit)
+            if not self.should_exit:  # (stop() sets it first, then the event: from any thread)
+                await self._exit.wait()
         finally:
             for server in servers:
                 server.close()
