@@ -70,6 +70,12 @@ def _route_of(patterns: list[str], path: str) -> tuple[str | None, dict[str, str
         (r"^/static/.*\.css$", "/static/a/b.css", True),
         (r"^/static/.*\.css$", "/static/a/b.css.map", False),
         (r"^/legacy/|/old/", "/app/old/page", True),
+        # a decoded %0A is a path character like any other: it cannot slip past a pattern
+        ("/api/admin/*", "/api/admin/x\n", True),
+        ("/api/admin/*", "/api/admin/\nx", True),
+        ("/users/{id}", "/users/7\n", True),
+        ("/a?c", "/a\nc", True),
+        (r"^/api/admin/.+$", "/api/admin/\nx", True),
     ],
 )
 def test_pattern_matching(pattern: str, path: str, matches: bool) -> None:

@@ -9,6 +9,10 @@ regular expression searched in the path; its named groups are path parameters.
 Paths are normalised before matching — ``//`` merged, ``/./`` and ``/../`` resolved — so
 ``/api//admin/`` or ``/api/x/../admin`` cannot slip past a policy for ``/api/admin/*``. (The ASGI server
 has already percent-decoded the path once; ``/api/%61dmin`` arrives as ``/api/admin``.)
+
+Every pattern, glob or regex, is compiled with ``re.DOTALL``: a decoded ``%0A`` is a character of the path
+like any other, so ``/api/admin/x%0A`` is matched by ``/api/admin/*`` (frameworks route it: Starlette's
+``{param}`` takes a newline, and its ``$`` matches before a final one).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ _GLOB_TOKEN = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}|\*+|\?|[^*?{]+|\{")
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """The regular expression a configured pattern stands for."""
     if pattern.startswith("^"):
-        return re.compile(pattern)
+        return re.compile(pattern, re.DOTALL)
     parts: list[str] = []
     body, optional_tail = (pattern[:-2], True) if pattern.endswith("/*") and len(pattern) > 2 else (pattern, False)
     for match in _GLOB_TOKEN.finditer(body):
@@ -44,7 +48,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
             parts.append(re.escape(token))
     if optional_tail:
         parts.append("(?:/.*)?")
-    return re.compile("".join(parts) + r"\Z")
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
 
 
 def normalize_path(path: str) -> str:
