@@ -3,13 +3,16 @@ uvicorn on a loopback port, asserted through real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import BackgroundTasks  # (at module level: the route's annotation is resolved by name)
 
 from _apps import FRAMEWORKS, AppState
 from _servers import raw_get, serve
@@ -145,6 +148,28 @@ def test_path_normalisation_bypasses_are_refused(site: tuple[httpx.Client, AppSt
     status, _, body = raw_get(base_url, bypass)
     assert status == 429, f"{bypass} slipped past the /api/admin/* policy"
     assert json.loads(body)["status"] == 429
+
+
+def test_fastapi_background_tasks_outlive_the_timeout() -> None:
+    from fastapi import FastAPI
+
+    done = threading.Event()
+    app = FastAPI()
+
+    async def work() -> None:
+        await asyncio.sleep(0.5)  # past the 0.2 s timeout: the response is long finished by then
+        done.set()
+
+    @app.get("/report")
+    async def report(tasks: BackgroundTasks) -> dict[str, bool]:
+        tasks.add_task(work)
+        return {"queued": True}
+
+    config = GatewayConfig.from_yaml("premier:\n  default_features: {timeout: {seconds: 0.2}}\n")
+    with serve(ASGIGateway(config, app=app)) as base_url:
+        status, _, body = raw_get(base_url, "/report")
+        assert (status, json.loads(body)) == (200, {"queued": True})
+        assert done.wait(5), "the background task was cancelled by the timeout"
 
 
 def test_middleware_form_for_starlette_and_fastapi() -> None:

@@ -71,6 +71,32 @@ async def test_timeout_after_the_response_started_cuts_it_off(caplog: pytest.Log
     assert "GET /stream" in record.getMessage()
 
 
+async def test_work_after_a_finished_response_is_not_cut_off(caplog: pytest.LogCaptureFixture) -> None:
+    # Starlette runs background tasks inside the app call, after the response's last body part.
+    outcome: list[str] = []
+
+    async def responds_then_works(scope: Any, receive: Any, send: Any) -> None:
+        await Backend()(scope, receive, send)
+        try:
+            await asyncio.sleep(0.15)  # three times the timeout
+            outcome.append("finished")
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    events: list[RequestEvent] = []
+    gateway = timeout_gateway(responds_then_works)
+    gateway.events.subscribe(events.append)
+    with caplog.at_level(logging.WARNING, logger="premier"):
+        response = await call(gateway)
+    assert (response.status, response.finished) == (200, True)
+    assert outcome == ["finished"]
+    assert [r.getMessage() for r in caplog.records if "timeout" in r.getMessage()] == []
+    (event,) = events
+    assert not event.timed_out
+    assert event.duration < 0.1  # the request's time ends with its response, not with the app's work
+
+
 async def test_a_listening_app_is_told_the_client_left_and_504_follows() -> None:
     # Django (and streaming responses) await receive() for a disconnect; the deadline answers it.
     seen: list[Any] = []

@@ -82,7 +82,7 @@ class Entry:
             # the exchange is freed by reference counting when the request ends, not left for the
             # cyclic garbage collector, whose pauses grow with the app's heap.
             ex.send = ex.client_send
-            duration = perf_counter() - started
+            duration = (ex.finished_at or perf_counter()) - started  # (to the response's end)
             if duration >= self.log_threshold:
                 self.log_slow(ex, duration)
             if self.events.active:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
 from typing import Any
 
 __all__ = ["ASGIApp", "Exchange", "Message", "Receive", "Rejection", "Scope", "Send", "error_body", "error_headers", "send_error"]
@@ -22,12 +23,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class Exchange:
     __slots__ = (
-        "aborted",
         "attempt",
         "cache_status",
         "client_send",
         "delay",
         "extra_headers",
+        "finished_at",
         "params",
         "path",
         "rate_limited",
@@ -56,15 +57,17 @@ class Exchange:
         self.attempt = 1  # the retry step counts attempts here
         self.delay = 0.0  # seconds a leaky bucket asked this request to wait
         self.started = False
-        self.aborted = False
+        self.finished_at = 0.0  # perf_counter() when the client was sent the response's last body part
         self.timed_out = False
         self.rate_limited = False
         self.cache_status = ""
         self.extra_headers: dict[bytes, bytes] | None = None  # added to the response the client gets
 
     def record(self, message: Message) -> Awaitable[None]:
-        """The send that reaches the client: records the status and that the response started, and
-        appends the headers steps asked for (``RateLimit``, ``X-Cache``) to whatever response it is.
+        """The send that reaches the client: records the status, that the response started and when it
+        finished, and appends the headers steps asked for (``RateLimit``, ``X-Cache``) to whatever
+        response it is. (What the app does after its response finished — Starlette's background tasks —
+        is not the request's time: no timeout cuts it, and the duration logged ends with the response.)
 
         Not a coroutine: it returns the client send's awaitable for the caller to await, so a message
         costs no frame of its own here (this runs for every message of every response)."""
@@ -75,6 +78,8 @@ class Exchange:
                 # A copy: the app may send the same message object again (a module-level constant).
                 message = {**message}
                 message["headers"] = [*message.get("headers", ()), *self.extra_headers.items()]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.finished_at = perf_counter()
         return self.client_send(message)
 
     def add_header(self, name: bytes, value: bytes) -> None:

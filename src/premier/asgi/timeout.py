@@ -24,7 +24,8 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 class TimeoutStep:
     """Bounds the time of everything inside it. Before the response has started, a timeout answers
     ``error_status`` with ``error_message``; after, the response is cut off (the connection closes) and
-    the event is logged — a second response start is never sent.
+    the event is logged — a second response start is never sent. A response that has finished is past
+    the timeout's reach: what the app does after it (Starlette's background tasks) runs to its end.
 
     At the deadline, an app that is listening for the client (awaiting ``receive``, as Django and
     streaming responses do) is told the client disconnected, which is the ASGI way to ask it to stop,
@@ -82,7 +83,6 @@ class TimeoutStep:
         if not ex.timed_out:
             return
         if ex.started:
-            ex.aborted = True
             logger.warning(
                 "timeout: %s %s ran past %.3gs after its response started; the connection is closed",
                 ex.scope["method"], ex.path, self.seconds,
@@ -135,8 +135,8 @@ class _Deadline:
             self.listening = None
 
     def expire(self) -> None:
-        if self.ex is None or self.task is None:
-            return
+        if self.ex is None or self.task is None or self.ex.finished_at:
+            return  # (an app still running after its response finished is past the request: left alone)
         self.ex.timed_out = True
         if self.listening is not None:
             self.listening.cancel()  # the app's receive answers "disconnect"
