@@ -422,6 +422,38 @@ async def test_a_non_storable_response_releases_the_waiting_requests(make: Make)
     assert sorted(r.body for r in results) == [f"GET /hot call {n}".encode() for n in range(1, 6)]
 
 
+@pytest.mark.parametrize(
+    ("headers", "cache"),
+    [([(b"cache-control", b"no-store")], {}), ([], {"max_entry_bytes": 4})],
+    ids=["head says no-store", "body past max_entry_bytes"],
+)
+async def test_waiting_requests_go_on_once_a_streamed_response_shows_it_is_not_stored(
+    make: Make, headers: list[tuple[bytes, bytes]], cache: dict[str, Any]
+) -> None:
+    # A stream (an SSE feed, say) under a cached route: the requests waiting for the first one's entry
+    # go downstream as soon as its head (or its first part) shows that there will be none.
+    first_streams, end_first, calls = asyncio.Event(), asyncio.Event(), []
+
+    async def feed(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"tick tick", "more_body": True})
+        if len(calls) == 1:
+            first_streams.set()
+            await end_first.wait()
+        await send({"type": "http.response.body", "body": b""})
+
+    gateway = make(feed, cache)
+    first = asyncio.create_task(get(gateway, "/feed"))
+    await first_streams.wait()
+    others = await asyncio.wait_for(asyncio.gather(*(get(gateway, "/feed") for _ in range(3))), 5)
+    assert [r.body for r in others] == [b"tick tick"] * 3  # served while the first still streams
+    assert not first.done()
+    end_first.set()
+    assert (await first).body == b"tick tick"
+    assert len(calls) == 4
+
+
 async def test_a_failed_fetch_releases_the_waiting_requests(make: Make) -> None:
     hold = asyncio.Event()
     app = Backend(hold=hold, status=lambda n: 500 if n == 1 else 200)

@@ -16,7 +16,8 @@
   fresh entry's ``ETag`` answers 304. A request's ``Cache-Control: no-cache`` (or ``max-age`` older
   than the entry) goes downstream and refreshes the entry; ``no-store`` bypasses the cache.
 - Concurrent misses for one key make one downstream call; the others wait for it and are served its
-  entry (or go downstream themselves if it turned out not storable).
+  entry — or go downstream themselves as soon as its head (or a body past ``max_entry_bytes``) shows it
+  will not be stored, so that a stream under a cached route never holds the next clients.
 - A successful unsafe request (POST, PUT, PATCH, DELETE) removes the stored entries of its path.
 - Bodies larger than ``max_entry_bytes`` stream through and are not stored.
 """
@@ -48,6 +49,7 @@ _ABSENT: Any = object()
 _LOCK_TTL = 10.0
 _LOCK_WAIT = 5.0
 _LOCK_POLL = 0.02
+_LOCK_SUFFIX = "\x00lock"
 _NOT_CACHED = error_body(504, "Not in cache (only-if-cached)")
 _NO_DIRECTIVES: dict[str, str] = {}
 
@@ -58,6 +60,10 @@ _AGES = [str(age).encode() for age in range(3600)]
 _HIT_LINES = [b"age: %d\r\nx-cache: HIT\r\n" % age for age in range(3600)]
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _NO_BODY_STATUS = frozenset({204, 304})
+
+# How a response is stored (``HttpCacheStep.storage_rules``): its Cache-Control directives, whether it
+# may answer requests with Authorization, the request headers it varies on.
+_Rules = tuple[dict[str, str], bool, tuple[bytes, ...]]
 
 
 def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
@@ -141,16 +147,45 @@ class CachedResponse:
         return wire or None
 
 
+class _Flight:
+    """One fetch of a key that concurrent misses wait for: in this process (``inflight``'s event) and, with
+    a store shared between processes, in the others too (the lock's ``token``)."""
+
+    __slots__ = ("event", "key", "step", "token")
+
+    def __init__(self, step: HttpCacheStep, key: str) -> None:
+        self.step = step
+        self.key = key
+        self.token: str | None = None
+        self.event = step.inflight[key] = asyncio.Event()
+
+    async def land(self) -> None:
+        """Let the waiters go, once: the entry is stored, or the response turned out not to be storable
+        (then as soon as that shows — its head, or a body past the limit — not when it ends: a stream
+        under a cached route must not hold the next clients until it finishes)."""
+        if self.event.is_set():
+            return
+        self.event.set()
+        inflight = self.step.inflight
+        if inflight.get(self.key) is self.event:
+            del inflight[self.key]
+        if self.token:
+            token, self.token = self.token, None
+            await self.step.provider.unlock(self.key + _LOCK_SUFFIX, token)
+
+
 class _Capture:
     """The send of a request that missed: passes the response on and keeps a copy to store if the
-    response turns out storable and complete."""
+    response turns out storable and complete; lands the flight the moment it cannot be stored."""
 
-    __slots__ = ("body", "complete", "headers", "limit", "send", "size", "status", "storing")
+    __slots__ = ("body", "complete", "flight", "has_auth", "headers", "limit", "rules", "send", "size", "status")
 
-    def __init__(self, send: Send, limit: int) -> None:
+    def __init__(self, send: Send, limit: int, flight: _Flight, has_auth: bool) -> None:
         self.send = send
         self.limit = limit
-        self.storing = False
+        self.flight = flight
+        self.has_auth = has_auth  # the request carried Authorization
+        self.rules: _Rules | None = None  # how the response may be stored; None: it will not be
         self.complete = False  # the app sent its last body message (not cut short mid-stream)
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -161,14 +196,18 @@ class _Capture:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = list(message.get("headers", ()))
-            self.storing = self.status in _STORABLE_STATUS
+            if self.status in _STORABLE_STATUS:
+                self.rules = self.flight.step.storage_rules(self.headers, self.has_auth)
+            if self.rules is None:
+                await self.flight.land()
         elif message["type"] == "http.response.body":
-            if self.storing:
+            if self.rules is not None:
                 chunk = message.get("body", b"")
                 self.size += len(chunk)
                 if self.size > self.limit:
-                    self.storing = False
+                    self.rules = None
                     self.body = []
+                    await self.flight.land()
                 else:
                     self.body.append(chunk)
             if not message.get("more_body", False):
@@ -266,21 +305,18 @@ class HttpCacheStep:
         if method == "HEAD" or base_key in self.inflight:
             await self.next(ex)
             return
-        event = self.inflight[base_key] = asyncio.Event()
-        lock_key, token = base_key + "\x00lock", None
+        flight = _Flight(self, base_key)
         try:
             if self.shared:
-                token = await self.provider.lock(lock_key, ttl=_LOCK_TTL)
-                if token is None:  # another process is fetching it
-                    token = await self._wait_for_other_process(ex, base_key, lock_key, request_cc, request)
-                    if token is None:
+                lock_key = base_key + _LOCK_SUFFIX
+                flight.token = await self.provider.lock(lock_key, ttl=_LOCK_TTL)
+                if flight.token is None:  # another process is fetching it
+                    flight.token = await self._wait_for_other_process(ex, base_key, lock_key, request_cc, request)
+                    if flight.token is None:
                         return  # served from its entry
-            await self._fetch_and_store(ex, base_key, has_auth)
+            await self._fetch_and_store(ex, base_key, flight, has_auth)
         finally:
-            if token:
-                await self.provider.unlock(lock_key, token)
-            del self.inflight[base_key]
-            event.set()
+            await flight.land()
 
     async def _wait_for_other_process(
         self, ex: Exchange, base_key: str, lock_key: str, request_cc: dict[str, str], request: dict[bytes, bytes]
@@ -402,39 +438,49 @@ class HttpCacheStep:
             return 304, [*(item for item in entry.headers if item[0] in _NOT_MODIFIED_HEADERS), *extra], b""
         return entry.status, [*entry.headers, *extra], b"" if method == "HEAD" else entry.body
 
-    async def _fetch_and_store(self, ex: Exchange, base_key: str, has_auth: bool) -> None:
+    async def _fetch_and_store(self, ex: Exchange, base_key: str, flight: _Flight, has_auth: bool) -> None:
         outer_send = ex.send
-        capture = _Capture(outer_send, self.max_entry_bytes)
+        capture = _Capture(outer_send, self.max_entry_bytes, flight, has_auth)
         ex.send = capture
         try:
             await self.next(ex)
         finally:
             ex.send = outer_send
-        if capture.storing and capture.complete:
-            await self._store(ex, base_key, capture, has_auth)
+        if capture.rules is not None and capture.complete:
+            await self._store(ex, base_key, capture, capture.rules)
 
-    async def _store(self, ex: Exchange, base_key: str, capture: _Capture, has_auth: bool) -> None:
-        headers = capture.headers
+    def storage_rules(self, headers: list[tuple[bytes, bytes]], has_auth: bool) -> _Rules | None:
+        """How a response with these headers (and a storable status) is stored: its ``Cache-Control``
+        directives, whether it may answer requests with ``Authorization``, the request headers it
+        varies on. ``None``: it is not stored (read from its head, before any of its body)."""
         response_cc = _directives(b",".join(v for k, v in headers if k.lower() == b"cache-control"))
         if "no-store" in response_cc or "private" in response_cc or "no-cache" in response_cc:
-            return
+            return None
         public = "public" in response_cc
         if not public and any(k.lower() == b"set-cookie" for k, _ in headers):
-            return
+            return None
         auth_ok = public or "s-maxage" in response_cc or "must-revalidate" in response_cc
         if has_auth and not auth_ok:
-            return
+            return None
         vary = tuple(sorted({
             name.strip().lower().encode("latin-1")
             for k, v in headers if k.lower() == b"vary"
             for name in v.decode("latin-1").split(",") if name.strip()
         }))
         if b"*" in vary:
-            return
+            return None
+        lifetime = _freshness(response_cc, headers, self.default_ttl, self.clock())
+        if lifetime is not None and lifetime <= 0:
+            return None
+        return response_cc, auth_ok, vary
+
+    async def _store(self, ex: Exchange, base_key: str, capture: _Capture, rules: _Rules) -> None:
+        headers = capture.headers
+        response_cc, auth_ok, vary = rules
         now = self.clock()
         lifetime = _freshness(response_cc, headers, self.default_ttl, now)
         if lifetime is not None and lifetime <= 0:
-            return
+            return  # (expired while its body streamed)
         stored = [(k.lower(), v) for k, v in headers if k.lower() not in _NOT_STORED_HEADERS]
         etag = next((v for k, v in stored if k == b"etag"), None)
         entry = CachedResponse(capture.status, stored, b"".join(capture.body), now, now + lifetime if lifetime else float("inf"), etag, vary, auth_ok)
