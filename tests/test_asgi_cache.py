@@ -65,6 +65,19 @@ async def test_age_grows_with_time_and_entries_expire(make: Make, clock: FakeClo
     assert (await get(gateway)).header("age") == "0"
 
 
+async def test_a_response_arrives_as_old_as_its_age_says(make: Make, clock: FakeClock) -> None:
+    # From another cache (a CDN, a backend's own cache): RFC 9111 4.2.3 counts the Age it came with.
+    app = Backend(headers=[("cache-control", "max-age=100"), ("age", "30")])
+    gateway = make(app)
+    assert (await get(gateway)).header("age") == "30"  # the miss passes the app's Age through
+    clock.advance(5)
+    hit = await get(gateway)
+    assert (hit.x_cache, hit.header_list.count(("age", "35"))) == ("HIT", 1)  # one Age, grown from 30
+    clock.advance(65)  # 100 s old: stale
+    assert (await get(gateway)).x_cache == "MISS"
+    assert app.calls == 2
+
+
 async def test_entries_without_expire_s_stay_until_evicted(make: Make, clock: FakeClock) -> None:
     gateway = make(Backend())
     await get(gateway)
@@ -116,6 +129,7 @@ async def test_expires_without_date_counts_from_the_cache_clock(make: Make, cloc
         [("cache-control", "max-age=0")],
         [("expires", "not a date")],  # an invalid Expires means already expired
         [("expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("date", "Thu, 01 Jan 1970 00:01:00 GMT")],
+        [("cache-control", "max-age=30"), ("age", "30")],  # it spent its freshness in another cache
     ],
 )
 async def test_already_stale_responses_are_not_stored(make: Make, headers: list[tuple[str, str]]) -> None:

@@ -11,7 +11,8 @@
   ``public``, and then without the cookie), and responses to requests with ``Authorization`` unless the
   response says ``public``, ``s-maxage`` or ``must-revalidate``.
 - Freshness: ``s-maxage``, else ``max-age``, else ``Expires``; when the response says nothing, the
-  configured ``expire_s`` (``None``: until evicted).
+  configured ``expire_s`` (``None``: until evicted). A response's own ``Age`` (it came through another
+  cache) counts: it is stored as old as it says, and its ``Age`` on a hit grows from there.
 - A hit carries ``Age`` and ``X-Cache: HIT``; a miss ``X-Cache: MISS``. ``If-None-Match`` matching a
   fresh entry's ``ETag`` answers 304. A request's ``Cache-Control: no-cache`` (or ``max-age`` older
   than the entry) goes downstream and refreshes the entry; ``no-store`` bypasses the cache.
@@ -470,20 +471,24 @@ class HttpCacheStep:
         if b"*" in vary:
             return None
         lifetime = _freshness(response_cc, headers, self.default_ttl, self.clock())
-        if lifetime is not None and lifetime <= 0:
-            return None
+        if lifetime is not None and lifetime <= _age_value(headers):
+            return None  # stale already
         return response_cc, auth_ok, vary
 
     async def _store(self, ex: Exchange, base_key: str, capture: _Capture, rules: _Rules) -> None:
         headers = capture.headers
         response_cc, auth_ok, vary = rules
         now = self.clock()
+        age = _age_value(headers)  # it arrives as old as it says (RFC 9111 4.2.3), and is stored so
         lifetime = _freshness(response_cc, headers, self.default_ttl, now)
-        if lifetime is not None and lifetime <= 0:
-            return  # (expired while its body streamed)
+        if lifetime is not None:
+            lifetime -= age  # what is left of its freshness
+            if lifetime <= 0:
+                return  # (expired while its body streamed)
         stored = [(k.lower(), v) for k, v in headers if k.lower() not in _NOT_STORED_HEADERS]
         etag = next((v for k, v in stored if k == b"etag"), None)
-        entry = CachedResponse(capture.status, stored, b"".join(capture.body), now, now + lifetime if lifetime else float("inf"), etag, vary, auth_ok)
+        expires_at = float("inf") if lifetime is None else now + lifetime
+        entry = CachedResponse(capture.status, stored, b"".join(capture.body), now - age, expires_at, etag, vary, auth_ok)
         key = base_key
         if vary:
             await self.provider.set(base_key, vary, ttl=lifetime)
@@ -550,6 +555,12 @@ def _freshness(
             return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
         return end - start
     return default
+
+
+def _age_value(headers: list[tuple[bytes, bytes]]) -> float:
+    """The response's own ``Age``: seconds it spent in caches before it came here (0 if absent or invalid)."""
+    value = next((v for k, v in headers if k.lower() == b"age"), b"").strip()
+    return float(value) if value.isdigit() else 0.0
 
 
 def _etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
