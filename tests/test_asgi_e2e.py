@@ -172,16 +172,31 @@ def test_fastapi_background_tasks_outlive_the_timeout() -> None:
         assert done.wait(5), "the background task was cancelled by the timeout"
 
 
-def test_middleware_form_for_starlette_and_fastapi() -> None:
-    from fastapi import FastAPI
+@pytest.mark.parametrize("framework", ["fastapi", "starlette"])
+def test_middleware_form_for_starlette_and_fastapi(framework: str) -> None:
+    from starlette.responses import JSONResponse
 
-    app = FastAPI()
+    app: Any
+    if framework == "fastapi":
+        from fastapi import FastAPI
 
-    @app.get("/api/limited")
-    async def limited() -> dict[str, bool]:
-        return {"ok": True}
+        app = FastAPI()
 
+        @app.get("/api/limited")
+        async def limited() -> dict[str, bool]:
+            return {"ok": True}
+    else:
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        async def endpoint(request: Any) -> JSONResponse:
+            return JSONResponse({"ok": True})
+
+        app = Starlette(routes=[Route("/api/limited", endpoint)])
     app.add_middleware(PremierMiddleware, config=GatewayConfig.from_yaml(CONFIG))
     with serve(app) as base_url, httpx.Client(base_url=base_url) as client:
-        statuses = [client.get("/api/limited").status_code for _ in range(4)]
-    assert statuses == [200, 200, 200, 429]
+        responses = [client.get("/api/limited") for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert responses[0].json() == {"ok": True}
+    assert responses[2].headers["ratelimit"].startswith('"premier";r=0;')
+    assert "retry-after" in responses[3].headers

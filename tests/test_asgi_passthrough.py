@@ -29,7 +29,7 @@ def busy_gateway(app: Any, **kwargs: Any) -> ASGIGateway:
     return ASGIGateway(cfg, app=app, **kwargs)
 
 
-@pytest.mark.parametrize("scope_type", ["lifespan"])  # WebSockets have policies: tests/test_websocket.py
+@pytest.mark.parametrize("scope_type", ["lifespan", "webtransport", "x-custom"])  # WebSockets: test_websocket.py
 async def test_other_scopes_pass_straight_through(scope_type: str) -> None:
     seen: list[tuple[Any, Any, Any]] = []
 
