@@ -168,6 +168,10 @@ def test_encoded_paths_and_query_strings_arrive_byte_for_byte(backends: tuple[Pr
         # a path the backend could resolve differently arrives as the one the policy was chosen for
         status, _, body = raw_get(url, "/public/../admin//x")
         assert json.loads(body)["raw_path"] == "/admin/x"
+        # ... and so does one whose dot segments are percent-encoded (a backend may decode, then resolve)
+        for sneaky in ("/admin/%2e%2e/users", "/admin%2F..%2Fusers", "/admin/%2E%2E%2Fusers"):
+            status, _, body = raw_get(url, sneaky)
+            assert json.loads(body)["raw_path"] == "/users", sneaky
 
 
 def test_bodies_and_methods_pass_through(backends: tuple[Process, Process], gateway: Gateway) -> None:

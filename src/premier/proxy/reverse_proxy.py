@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from premier.asgi.chain import retry_after_header
 from premier.asgi.client import ClientIdentity
@@ -387,11 +387,14 @@ def forwarded_headers(
 
 def upstream_target(scope: Scope, strip_prefix: str | None) -> bytes:
     """The path and query a backend receives (after its own base path): the client's bytes, less
-    ``strip_prefix``, unless the path could resolve elsewhere (then the normalised one)."""
+    ``strip_prefix``, unless they could resolve elsewhere than the normalised path the policy was chosen
+    for — ``//`` or dot segments, written out or percent-encoded (``/admin/%2e%2e/users``,
+    ``/admin%2F..%2Fx``): then the normalised path, encoded."""
     raw: bytes | None = scope.get("raw_path")
     path: str = scope["path"]
     # (find, not `in`: on bytes, `in` first tries its operand as an integer, an exception each time)
-    if raw is None or raw.find(b"//") >= 0 or (raw.find(b"/.") >= 0 and _has_dot_segment(raw)):
+    if (raw is None or raw.find(b"//") >= 0 or (raw.find(b"/.") >= 0 and _has_dot_segment(raw))
+            or (raw.find(b"%") >= 0 and unquote(raw.decode("latin-1")) != path)):
         raw = quote(path).encode("ascii")
     if strip_prefix is not None:
         encoded = strip_prefix.encode("latin-1")
