@@ -273,6 +273,37 @@ def test_expect_100_continue_is_answered_when_the_app_reads_the_body(connect: An
         assert json.loads(client.response()[2])["length"] == 5
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n",  # nothing after it is answered
+])
+def test_a_request_without_exactly_one_host_is_a_400(connect: Any, request_bytes: bytes) -> None:
+    # RFC 9112 3.2: a proxy must not have to guess which Host a request is for
+    with serve_premier(echo) as url:
+        client = connect(url)
+        client.send(request_bytes)
+        status, _, body = client.response()
+        assert status == 400 and "Host" in json.loads(body)["error"]
+        assert client.closed()
+        plain = connect(url)
+        plain.send(b"GET / HTTP/1.0\r\n\r\n")  # (HTTP/1.0 may leave Host out)
+        assert plain.response()[0] == 200
+
+
+def test_trailer_fields_never_become_request_headers(connect: Any) -> None:
+    with serve_premier(echo) as url:
+        client = connect(url)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"3\r\nabc\r\n0\r\nAuthorization: Bearer forged\r\nHost: admin.internal\r\n\r\n"
+                    b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        seen = json.loads(client.response()[2])
+        assert seen["length"] == 3
+        assert [name for name, _ in seen["headers"]] == ["host", "transfer-encoding"]
+        assert json.loads(client.response()[2])["headers"] == [["host", "x"]]  # the next request is clean too
+
+
 def test_a_large_upload_reaches_the_app_in_parts(connect: Any) -> None:
     with serve_premier(echo) as url:
         client = connect(url)

@@ -224,7 +224,10 @@ class ReverseProxy:
         for name, value in scope["headers"]:
             if name in REWRITTEN_REQUEST_HEADERS:
                 if name == b"host":
-                    host = value
+                    # The first: a second is refused by Premier's server (RFC 9112 3.2); under uvicorn a
+                    # chunked body's trailer fields land after the headers, and must not choose the Host.
+                    if host is None:
+                        host = value
                 elif name == b"x-forwarded-for":
                     forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
                 elif name == b"x-forwarded-proto":

@@ -65,6 +65,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _FRAMING_NAME_LENGTHS = frozenset({len(b"content-length"), len(b"transfer-encoding"), len(b"connection")})
 _WATCHED_NAME_LENGTHS = frozenset({
     len(b"expect"), len(b"upgrade"), len(b"transfer-encoding"), len(b"content-length"), len(b"connection"),
+    len(b"host"),
 })
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -397,7 +398,7 @@ class HttpProtocol(asyncio.Protocol):
         self.lingering = False  # answered an error and closing: what arrives is dropped
         self._refusal: tuple[int, str] | None = None  # an error to answer once the responses before it are sent
         self._starting = False  # finish() is starting queued requests
-        self._too_large = False  # the request head being parsed passed MAX_HEAD_BYTES
+        self._bad_head: tuple[int, str] | None = None  # the head just parsed is refused with this, once parsed
         self.on_writable: Callable[[], None] | None = None  # a shortcut waiting for a slow client, once
         self._drain: asyncio.Future[None] | None = None
         self.idle_since = state.now  # deadline bookkeeping for the server's timer (its coarse clock)
@@ -411,6 +412,8 @@ class HttpProtocol(asyncio.Protocol):
         self._has_body = False
         self._keep_alive_asked = False
         self._upgrade: bytes | None = None
+        self._hosts = 0  # Host header lines
+        self._in_body = False  # the head is complete: header lines now are a chunked body's trailer
 
     # asyncio.Protocol --------------------------------------------------------------------------------
 
@@ -458,8 +461,8 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(400, f"invalid HTTP request: {exc}")
             return
-        if self._too_large:
-            self._refuse(431, f"the request's head is larger than {MAX_HEAD_BYTES} bytes")
+        if self._bad_head is not None:
+            self._refuse(*self._bad_head)
         elif self.head_since is not None:  # a head still incomplete: its headers and what was read of it
             if reading_head:
                 self._read_bytes += len(data)
@@ -509,6 +512,8 @@ class HttpProtocol(asyncio.Protocol):
         self._has_body = False
         self._keep_alive_asked = False
         self._upgrade = None
+        self._hosts = 0
+        self._in_body = False
         self.head_since = self.state.now
 
     def on_url(self, url: bytes) -> None:
@@ -516,10 +521,14 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            return  # a trailer field: dropped, never merged into the headers the app (or a backend) sees
         self._head_bytes += len(name) + len(value) + 4
         name = name.lower()
         if len(name) in _WATCHED_NAME_LENGTHS:
-            if name == b"expect" and value.lower() == b"100-continue":
+            if name == b"host":
+                self._hosts += 1
+            elif name == b"expect" and value.lower() == b"100-continue":
                 self._expect_continue = True
             elif name == b"upgrade":
                 self._upgrade = value.lower()
@@ -531,10 +540,18 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.head_since = None
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._too_large = True  # answered 431 once the parser stops (data_received)
-            return
+        self._in_body = True
         parser = self.parser
+        # Refused once the parser stops (data_received): too large, or not the one Host RFC 9112 3.2 asks
+        # for (a request pipelined after a refused one is never started: the refusal is the last answer).
+        if self._bad_head is not None:
+            return
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._bad_head = (431, f"the request's head is larger than {MAX_HEAD_BYTES} bytes")
+            return
+        if self._hosts != 1 and (self._hosts or parser.get_http_version() != "1.0"):
+            self._bad_head = (400, "a request needs exactly one Host header" if self._hosts else "a request needs a Host header")
+            return
         if parser.should_upgrade() and self._upgrade == b"websocket":
             return  # handed to the WebSocket protocol when the parser stops (data_received)
         target = self._url
