@@ -315,12 +315,16 @@ def test_active_health_checks_take_a_backend_out_and_bring_it_back(gateway: Gate
 # --- features ------------------------------------------------------------------------------------------
 
 
-def test_retry_on_a_failing_status_moves_to_the_next_backend(gateway: Gateway) -> None:
+@pytest.mark.parametrize("weights", [(1, 1), (3, 1)])
+def test_retry_on_a_failing_status_moves_to_the_next_backend(gateway: Gateway, weights: tuple[int, int]) -> None:
     with backend("r1") as r1, backend("r2") as r2:
         echo(r1.url, "/set-fail/503")
-        cfg = config([r1.url, r2.url], paths=[{"pattern": "/*", "features": {"retry": {"max_attempts": 2, "wait": 0}}}])
+        servers = [{"url": r1.url, "weight": weights[0]}, {"url": r2.url, "weight": weights[1]}]
+        # (the failing backend's 503s must not open its breaker: each retry has to move on by itself)
+        cfg = config(servers, upstream={"passive_health": {"failure_threshold": 1000}},
+                     paths=[{"pattern": "/*", "features": {"retry": {"max_attempts": 2, "wait": 0}}}])
         with gateway(cfg) as url:
-            assert {echo(url, "/")["backend"] for _ in range(6)} == {"r2"}
+            assert {echo(url, "/")["backend"] for _ in range(12)} == {"r2"}
 
 
 def test_a_cache_hit_never_reaches_a_backend(backends: tuple[Process, Process], gateway: Gateway) -> None:

@@ -61,6 +61,7 @@ REWRITTEN_REQUEST_HEADERS = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forw
 NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}  # response headers the client never gets from the backend
 
 _NO_BODY, _LENGTH, _CHUNKED = 0, 1, 2
+_TRIED = "premier.upstreams_tried"  # the scope's key for the backends a request has tried (retries see it)
 _NO_OPTIONS: set[bytes] = set()
 
 
@@ -106,9 +107,13 @@ class ReverseProxy:
         head, host, body = self.request_head(scope)
         replayable = body == _NO_BODY and method in IDEMPOTENT
         pool = self.pool
-        tried: list[Backend] = []
+        # The backends this request tried, kept in its scope: a route's retry calls the proxy again, and
+        # goes to another backend while there is one (the balancer alone may well pick the same again).
+        tried: list[Backend] | None = scope.get(_TRIED)
+        if tried is None:
+            tried = scope[_TRIED] = []
         failure: AttemptFailed | None = None
-        backend = first if first is not None else pool.pick(tried)
+        backend = first if first is not None else (pool.pick(tried) or pool.pick() if tried else pool.pick())
         while backend is not None:
             tried.append(backend)
             request = request_bytes(method, backend, target, host, head)
