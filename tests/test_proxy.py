@@ -416,3 +416,7 @@ def test_servers_given_in_python_are_validated_like_the_yamls() -> None:
     message = str(error.value)
     assert "servers[0].url: must be an http:// or https:// URL" in message
     assert "servers[2].url: must be a string" in message
+    with pytest.raises(ValueError, match=r"servers\[1\]\.weight"):
+        ASGIGateway(GatewayConfig(), servers=["http://a:1", {"url": "http://b:1", "weight": 0}])
+    weighted = ASGIGateway(GatewayConfig(), servers=["http://a:1", {"url": "http://b:1", "weight": 3}])
+    assert [(b.url, b.weight) for b in weighted.pools[0].backends] == [("http://a:1", 1), ("http://b:1", 3)]

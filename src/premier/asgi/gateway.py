@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -90,7 +90,7 @@ class ASGIGateway:
         config: GatewayConfig | None = None,
         app: ASGIApp | None = None,
         *,
-        servers: list[str] | None = None,
+        servers: list[str | Mapping[str, Any]] | None = None,
         cache_provider: Any = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -368,13 +368,15 @@ async def _close_pools(pools: Any) -> None:
         await pool.close()
 
 
-def _servers(urls: list[str]) -> tuple[ServerConfig, ...]:
-    """``servers=[...]`` validated as the YAML's are, every problem reported."""
+def _servers(servers: list[str | Mapping[str, Any]]) -> tuple[ServerConfig, ...]:
+    """``servers=[...]`` (URLs, or ``{"url": ..., "weight": ...}``) validated as the YAML's are, every
+    problem reported."""
     found: list[ServerConfig] = []
     issues: list[ConfigIssue] = []
-    for i, url in enumerate(urls):
+    for i, server in enumerate(servers):
         try:
-            found.append(build(ServerConfig, {"url": url}, path=f"servers[{i}]"))
+            values = server if isinstance(server, Mapping) else {"url": server}
+            found.append(build(ServerConfig, values, path=f"servers[{i}]"))
         except ConfigError as exc:
             issues.extend(exc.issues)
     if issues:
