@@ -236,6 +236,26 @@ def test_upstream_timeout_answers_504(backends: tuple[Process, Process], gateway
         assert echo(url, "/")["backend"] == "b1"  # the slow connection was dropped, not reused
 
 
+def test_a_stalled_upload_answers_408_and_frees_both_connections(
+    backends: tuple[Process, Process], gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    b1, _ = backends
+    with gateway(config([b1.url], upstream={"read_timeout": 0.3})) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            client.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+            started = time.monotonic()
+            answer = b""
+            while chunk := client.recv(65536):  # (the gateway closes the connection after its answer)
+                answer += chunk
+        assert time.monotonic() - started < 5
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert "stopped arriving" in json.loads(body)["error"]
+        assert echo(url, "/")["backend"] == "b1"  # the gateway goes on, on a fresh backend connection
+    assert any("request body stopped arriving" in r.getMessage() for r in caplog.records)
+
+
 def test_no_healthy_backend_answers_503_with_retry_after(gateway: Gateway) -> None:
     cfg = config([_closed_port(), _closed_port()], upstream={"passive_health": {"failure_threshold": 1, "recovery_timeout": 30}})
     with gateway(cfg) as url:

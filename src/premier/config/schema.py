@@ -378,11 +378,14 @@ class UpstreamConfig:
     connect_timeout: float = _field(5.0, _positive)
     """Seconds to open a connection to a backend; past it the next backend is tried."""
     read_timeout: float = _field(60.0, _positive)
-    """Seconds to wait for the response's head and then between any two reads of its body."""
+    """Seconds to wait for the response's head and then between any two reads of its body; also the
+    longest pause in a client's request body before the gateway answers 408."""
     max_idle_connections: int = _field(256, _positive)
     """Keep-alive connections kept open per backend between requests."""
-    idle_timeout: float = _field(30.0, _positive)
-    """Seconds an idle keep-alive connection is kept before it is closed."""
+    idle_timeout: float = _field(4.0, _positive)
+    """Seconds an idle keep-alive connection is kept before it is closed. Keep it below the backends'
+    own keep-alive timeout (uvicorn's, Node's and Apache's is 5 s): a request that cannot be replayed
+    (a POST) on a connection the backend closes at that very moment can only be answered 502."""
     preserve_host: bool = False
     """Send the client's ``Host`` to the backend instead of the backend's own host and port."""
     health_check: HealthCheckConfig | None = None

@@ -69,6 +69,10 @@ class _ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
+class _ClientStalled(Exception):
+    """The client's request body stopped arriving (nothing within the read timeout)."""
+
+
 class AttemptFailed(Exception):
     """One attempt on a backend failed before anything was sent to the client: the answer it would
     give (``status``, ``message``) and whether the next backend may be tried."""
@@ -126,6 +130,12 @@ class ReverseProxy:
                 if not failed.failover:
                     break
             except _ClientGone:
+                return
+            except _ClientStalled:
+                logger.warning("client %s: its request body stopped arriving (nothing within %g s); answering 408 "
+                               "(%s %s)", _client_address(scope), self.read_timeout, method, scope["path"])
+                message = f"the request body stopped arriving (nothing within {self.read_timeout:g} s)"
+                await send_error(send, 408, error_body(408, message), [(b"connection", b"close")])
                 return
             backend = pool.pick(tried)
         if failure is None:
@@ -273,10 +283,15 @@ class ReverseProxy:
 
 
 async def _send_body(connection: UpstreamConnection, receive: Receive, chunked: bool, timeout: float) -> None:
-    """Streams the client's request body to the backend, waiting whenever the backend reads slower (at
-    most ``timeout`` seconds without progress)."""
+    """Streams the client's request body to the backend, waiting whenever the backend reads slower, or
+    the client sends slower (each at most ``timeout`` seconds without progress: a stalled upload must
+    not hold a client's and a backend's connection for ever)."""
     while True:
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), timeout)  # (a task per body part: uploads only)
+        except asyncio.TimeoutError:
+            connection.abort()
+            raise _ClientStalled from None
         if message["type"] == "http.disconnect":
             connection.abort()
             raise _ClientGone
@@ -418,6 +433,11 @@ def upstream_target(scope: Scope, strip_prefix: str | None) -> bytes:
 
 def _has_dot_segment(raw: bytes) -> bool:
     return b"/./" in raw or b"/../" in raw or raw.endswith((b"/.", b"/.."))
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "-"
 
 
 def _describe(exc: OSError) -> str:
