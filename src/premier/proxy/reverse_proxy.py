@@ -172,6 +172,12 @@ class ReverseProxy:
                 if body:
                     await _send_body(connection, receive, body == _CHUNKED, self.read_timeout)
                 await connection.read_head(self.read_timeout)
+                first = b""
+                if not (connection.complete or connection.pending) and _has_length(connection.headers):
+                    # A body of known length: its head goes on with its first part, so that a backend
+                    # closing in between (killed, restarted) has sent the client nothing, and the request
+                    # may still go to another backend. (A stream's head goes on at once.)
+                    first = await connection.read_body(self.read_timeout) or b""
             except UpstreamClosed as exc:
                 backend.in_flight -= 1
                 connection.abort()
@@ -179,7 +185,8 @@ class ReverseProxy:
                     backend.drop_idle()  # the backend restarted or timed its connections out: all are stale
                     continue
                 health.failure(pool.clock())
-                raise AttemptFailed(502, str(exc), failover=replayable and not connection.received) from None
+                failover = replayable and (not connection.received or connection.head_done)
+                raise AttemptFailed(502, str(exc), failover=failover) from None
             except UpstreamTimeout:
                 backend.in_flight -= 1
                 connection.abort()
@@ -191,15 +198,18 @@ class ReverseProxy:
                 health.abandoned()
                 raise
             try:
-                await self._respond(backend, connection, send, receive)
+                await self._respond(backend, connection, send, receive, first)
             finally:
                 backend.in_flight -= 1
             return
         health.failure(pool.clock())
         raise AttemptFailed(502, "the backend closed fresh connections before answering", failover=replayable)
 
-    async def _respond(self, backend: Backend, connection: UpstreamConnection, send: Send, receive: Receive) -> None:
-        """Passes the response on as it arrives; the connection goes back to the pool if it can be reused."""
+    async def _respond(
+        self, backend: Backend, connection: UpstreamConnection, send: Send, receive: Receive, first: bytes
+    ) -> None:
+        """Passes the response on as it arrives (``first``: its body's first part, already read); the
+        connection goes back to the pool if it can be reused."""
         status = connection.status
         pool = self.pool
         backend.health.responded(pool.clock(), status)
@@ -207,7 +217,8 @@ class ReverseProxy:
         watcher: asyncio.Future[Message] | None = None
         try:
             while True:
-                data = await connection.read_body(self.read_timeout)
+                data = first or await connection.read_body(self.read_timeout)
+                first = b""
                 last = data is None or (connection.complete and not connection.pending)
                 await send({"type": "http.response.body", "body": data or b"", "more_body": not last})
                 if last:
@@ -433,6 +444,10 @@ def upstream_target(scope: Scope, strip_prefix: str | None) -> bytes:
 
 def _has_dot_segment(raw: bytes) -> bool:
     return b"/./" in raw or b"/../" in raw or raw.endswith((b"/.", b"/.."))
+
+
+def _has_length(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"content-length" for name, _ in headers)
 
 
 def _client_address(scope: Scope) -> str:
