@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from premier.asgi.exchange import ASGIApp, Exchange, Rejection, error_body, send_error
+from premier.asgi.exchange import ASGIApp, Exchange, Rejection, send_error
 from premier.config.schema import MonitoringConfig
 from premier.observability.events import Events, RequestEvent
 
@@ -26,8 +26,6 @@ __all__ = ["Downstream", "Entry", "Step", "retry_after_header"]
 Step = Callable[[Exchange], Awaitable[None]]
 
 logger = logging.getLogger("premier")
-
-_INTERNAL_ERROR = error_body(500, "Internal Server Error")
 
 
 def retry_after_header(seconds: float) -> tuple[bytes, bytes]:
@@ -52,9 +50,8 @@ class Downstream:
 
 
 class Entry:
-    """The outermost step of every policy: answers rejections (and an app's exception raised before its
-    response started: a JSON 500, the exception re-raised for the server to log), logs slow requests
-    (``monitoring``) and emits one :class:`RequestEvent` per request when anyone subscribes."""
+    """The outermost step of every policy: answers rejections, logs slow requests (``monitoring``) and
+    emits one :class:`RequestEvent` per request when anyone subscribes."""
 
     __slots__ = ("events", "log_threshold", "next", "rate_limit")
 
@@ -78,10 +75,7 @@ class Entry:
             await send_error(ex.record, rejection.status, rejection.body, rejection.headers)
         except Exception:
             if not ex.started:
-                # Answered here rather than by the server, so that it carries the headers the steps
-                # added (the route's RateLimit) and is JSON like the gateway's other errors; the
-                # exception still reaches the server, which logs it.
-                await send_error(ex.record, 500, _INTERNAL_ERROR)
+                ex.status = 500  # what the server will answer for the app's exception
             raise
         finally:
             # `ex.send` defaults to the exchange's own bound method: a reference cycle. Broken here,

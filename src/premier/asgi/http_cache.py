@@ -18,7 +18,7 @@
   than the entry) goes downstream and refreshes the entry; ``no-store`` bypasses the cache.
 - Concurrent misses for one key make one downstream call; the others wait for it and are served its
   entry — or go downstream themselves as soon as its head (or a body past ``max_entry_bytes``) shows it
-  will not be stored, so that a stream under a cached route never holds the next clients.
+  will not be stored (a ``no-store`` stream holds no one; a storable one is waited for whole).
 - A successful unsafe request (POST, PUT, PATCH, DELETE) removes the stored entries of its path.
 - Bodies larger than ``max_entry_bytes`` stream through and are not stored.
 """
