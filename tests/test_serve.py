@@ -108,6 +108,37 @@ def test_sighup_reloads_the_file(tmp_path: Path) -> None:
             eventually(lambda: get(gateway.port, "/")[0] == 200)
 
 
+def test_trailer_fields_never_reach_a_backend_as_headers_under_either_server(tmp_path: Path) -> None:
+    import socket
+
+    config = tmp_path / "gateway.yaml"
+    with backend("t1") as origin:
+        config.write_text(f"premier:\n  servers: [{origin.url}]\n")
+        for server in ("premier", "uvicorn"):
+            with gateway_process(config, "--server", server) as gateway:
+                with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as client:
+                    client.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                   b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\nAuthorization: Bearer forged\r\n"
+                                   b"X-Forwarded-For: 10.9.9.9\r\n\r\n")
+                    answer = b""
+                    while chunk := client.recv(65536):
+                        answer += chunk
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), (server, answer[:300])
+                if b"transfer-encoding: chunked" in head.lower():
+                    parts = []
+                    while (size := int(body.split(b"\r\n", 1)[0], 16)) > 0:
+                        start = body.index(b"\r\n") + 2
+                        parts.append(body[start:start + size])
+                        body = body[start + size + 2:]
+                    body = b"".join(parts)
+                seen = json.loads(body)
+                names = {name for name, _ in seen["headers"]}
+                assert seen["length"] == 3, server
+                assert "authorization" not in names, server
+                assert dict(seen["headers"])["x-forwarded-for"] == "127.0.0.1", server
+
+
 def test_several_workers_serve_the_same_config(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     with backend("w1") as origin:

@@ -5,6 +5,7 @@ can provoke, the app's errors, lifespan and graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -302,6 +303,18 @@ def test_trailer_fields_never_become_request_headers(connect: Any) -> None:
         assert seen["length"] == 3
         assert [name for name, _ in seen["headers"]] == ["host", "transfer-encoding"]
         assert json.loads(client.response()[2])["headers"] == [["host", "x"]]  # the next request is clean too
+
+
+def test_endless_trailer_fields_are_cut_off(connect: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # httptools keeps a header line whole until it ends: a trailer that never ends must not grow for ever
+    with caplog.at_level(logging.INFO, "premier.server"), serve_premier(echo) as url:
+        client = connect(url)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Flood: ")
+        with contextlib.suppress(OSError):  # (the server may close while this is still being sent)
+            for _ in range(64):
+                client.send(b"y" * 4096)
+        assert client.closed()
+    assert any("trailer fields or chunk headers are larger" in r.getMessage() for r in caplog.records)
 
 
 def test_a_large_upload_reaches_the_app_in_parts(connect: Any) -> None:

@@ -109,6 +109,8 @@ def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
         return 2
     from uvicorn.config import LOGGING_CONFIG
 
+    from premier.server.uvicorn_protocol import HttpToolsProtocol
+
     try:
         app = build(args.file, args.app, reload_config=args.reload_config, config=config)
     except (ValueError, ImportError) as exc:  # ConfigError is a ValueError
@@ -123,6 +125,8 @@ def serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     options: dict[str, Any] = {
         "host": args.host, "port": args.port, "log_level": args.log_level, "log_config": log_config,
         "access_log": args.access_log, "ws": "websockets-sansio",
+        # uvicorn's httptools protocol, less trailer fields merged into the request's headers
+        "http": HttpToolsProtocol,
         # standalone: the gateway itself answers the lifespan; an app may not support it
         "lifespan": "auto" if args.app else "on",
         # an open dashboard stream (or any long request) must not hold a SIGTERM off for ever

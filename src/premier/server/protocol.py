@@ -414,6 +414,7 @@ class HttpProtocol(asyncio.Protocol):
         self._upgrade: bytes | None = None
         self._hosts = 0  # Host header lines
         self._in_body = False  # the head is complete: header lines now are a chunked body's trailer
+        self._unparsed = 0  # bytes read in the body that gave no body data yet (trailers, chunk headers)
 
     # asyncio.Protocol --------------------------------------------------------------------------------
 
@@ -443,6 +444,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.lingering:
             return
         reading_head = self.head_since is not None  # (a head already under way before this read)
+        if self._in_body:
+            self._unparsed += len(data)  # (back to 0 as soon as the body moves on)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -468,6 +471,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._read_bytes += len(data)
             if self._read_bytes > MAX_HEAD_BYTES or self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(431, f"the request's head is larger than {MAX_HEAD_BYTES} bytes")
+        elif self._unparsed > MAX_HEAD_BYTES:  # (httptools keeps a trailer line whole until its end)
+            self._refuse(431, f"the request's trailer fields or chunk headers are larger than {MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool | None:
         return None  # close the connection (half-closed clients get nothing more)
@@ -514,6 +519,7 @@ class HttpProtocol(asyncio.Protocol):
         self._upgrade = None
         self._hosts = 0
         self._in_body = False
+        self._unparsed = 0
         self.head_since = self.state.now
 
     def on_url(self, url: bytes) -> None:
@@ -594,6 +600,7 @@ class HttpProtocol(asyncio.Protocol):
             self.pause_reading()
 
     def on_body(self, body: bytes) -> None:
+        self._unparsed = 0
         request = self.parsing
         if request is None or request.response_complete or request.disconnected:
             return  # the app answered without reading it all: what is left is read and dropped
@@ -604,6 +611,7 @@ class HttpProtocol(asyncio.Protocol):
         request.wake()
 
     def on_message_complete(self) -> None:
+        self._unparsed = 0
         request = self.parsing
         if request is None:
             return
