@@ -62,9 +62,9 @@ _HIT_LINES = [b"age: %d\r\nx-cache: HIT\r\n" % age for age in range(3600)]
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _NO_BODY_STATUS = frozenset({204, 304})
 
-# How a response is stored (``HttpCacheStep.storage_rules``): its Cache-Control directives, whether it
-# may answer requests with Authorization, the request headers it varies on.
-_Rules = tuple[dict[str, str], bool, tuple[bytes, ...]]
+# How a response is stored (``HttpCacheStep.storage_rules``): whether it may answer requests with
+# Authorization, the request headers it varies on, its age on arrival, what is left of its freshness.
+_Rules = tuple[bool, tuple[bytes, ...], float, float | None]
 
 
 def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
@@ -451,9 +451,10 @@ class HttpCacheStep:
             await self._store(ex, base_key, capture, capture.rules)
 
     def storage_rules(self, headers: list[tuple[bytes, bytes]], has_auth: bool) -> _Rules | None:
-        """How a response with these headers (and a storable status) is stored: its ``Cache-Control``
-        directives, whether it may answer requests with ``Authorization``, the request headers it
-        varies on. ``None``: it is not stored (read from its head, before any of its body)."""
+        """How a response with these headers (and a storable status) is stored: whether it may answer
+        requests with ``Authorization``, the request headers it varies on, its ``Age`` on arrival and
+        the seconds of freshness it has left (``None``: no end). ``None``: it is not stored (read from
+        its head, before any of its body)."""
         response_cc = _directives(b",".join(v for k, v in headers if k.lower() == b"cache-control"))
         if "no-store" in response_cc or "private" in response_cc or "no-cache" in response_cc:
             return None
@@ -470,21 +471,18 @@ class HttpCacheStep:
         }))
         if b"*" in vary:
             return None
-        lifetime = _freshness(response_cc, headers, self.default_ttl, self.clock())
-        if lifetime is not None and lifetime <= _age_value(headers):
-            return None  # stale already
-        return response_cc, auth_ok, vary
-
-    async def _store(self, ex: Exchange, base_key: str, capture: _Capture, rules: _Rules) -> None:
-        headers = capture.headers
-        response_cc, auth_ok, vary = rules
-        now = self.clock()
         age = _age_value(headers)  # it arrives as old as it says (RFC 9111 4.2.3), and is stored so
-        lifetime = _freshness(response_cc, headers, self.default_ttl, now)
+        lifetime = _freshness(response_cc, headers, self.default_ttl, self.clock())
         if lifetime is not None:
             lifetime -= age  # what is left of its freshness
             if lifetime <= 0:
-                return  # (expired while its body streamed)
+                return None  # stale already
+        return auth_ok, vary, age, lifetime
+
+    async def _store(self, ex: Exchange, base_key: str, capture: _Capture, rules: _Rules) -> None:
+        headers = capture.headers
+        auth_ok, vary, age, lifetime = rules
+        now = self.clock()
         stored = [(k.lower(), v) for k, v in headers if k.lower() not in _NOT_STORED_HEADERS]
         etag = next((v for k, v in stored if k == b"etag"), None)
         expires_at = float("inf") if lifetime is None else now + lifetime

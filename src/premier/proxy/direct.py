@@ -31,6 +31,7 @@ from premier.proxy.pool import Backend
 from premier.proxy.reverse_proxy import (
     IDEMPOTENT,
     NOT_RETURNED,
+    TRIED,
     AttemptFailed,
     ReverseProxy,
     connection_options,
@@ -214,6 +215,7 @@ class _Exchange:
                 logger.warning("upstream %s: %s after its response's head, before its body; trying again",
                                self.backend.url, connection.error)
                 self.end(abort=True)
+                request.scope[TRIED] = [self.backend]  # (the reverse proxy goes to another one first)
                 request.continue_with(_handing_over(self.proxy, None))
                 return
             if data:

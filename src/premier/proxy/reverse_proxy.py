@@ -5,8 +5,10 @@ What a request's trip looks like:
 - **Choice and failover.** The pool's balancer picks a healthy backend. A connection that cannot be
   opened (refused, unreachable, timed out) sends the request to the next healthy backend, whatever the
   method: nothing was sent yet. A backend that closes the connection before answering also fails over,
-  for idempotent requests without a body. Statuses worth retrying (502/503/504) are the route's ``retry``
-  feature's business, which then calls the proxy again and so reaches the next backend.
+  for idempotent requests without a body — and so does one closing after its head, before its body: a
+  response with a ``Content-Length`` goes on with its body's first part. Statuses worth retrying
+  (502/503/504) are the route's ``retry`` feature's business, which calls the proxy again: the backends
+  the request tried are kept in its scope (``TRIED``), and the next attempt goes to another one.
 - **Headers.** Hop-by-hop headers (and those the ``Connection`` header names) are dropped both ways;
   ``Host`` becomes the backend's (unless ``preserve_host``); ``X-Forwarded-For/-Proto/-Host`` are set,
   appended to the incoming ones only when the peer is a trusted proxy. The backend's ``Date`` and
@@ -14,10 +16,12 @@ What a request's trip looks like:
   two. ``Content-Encoding`` and ``Content-Length`` pass unchanged: bodies are never decoded.
 - **Bodies** stream both ways with flow control on each side: memory per request stays near the
   connection's high-water mark whatever the body's size. The path and query reach the backend byte for
-  byte (``strip_prefix`` removed), unless the path holds ``//``, ``/./`` or ``/../``: then the normalised
-  path the policy was chosen for is sent, so that the backend cannot resolve it to another one.
+  byte (``strip_prefix`` removed), unless the path holds ``//``, ``/./`` or ``/../``, written out or
+  percent-encoded: then the normalised path the policy was chosen for is sent, so that the backend
+  cannot resolve it to another one.
 - **Errors** answer JSON naming the cause, with a log line: refused or reset connection 502, timeout
-  504, no healthy backend 503. A failure after the response started aborts the client's connection.
+  504, no healthy backend 503, a request body that stops arriving for ``read_timeout`` 408. A failure
+  after the response started aborts the client's connection.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ REWRITTEN_REQUEST_HEADERS = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forw
 NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}  # response headers the client never gets from the backend
 
 _NO_BODY, _LENGTH, _CHUNKED = 0, 1, 2
-_TRIED = "premier.upstreams_tried"  # the scope's key for the backends a request has tried (retries see it)
+TRIED = "premier.upstreams_tried"  # the scope's key for the backends a request has tried (retries see it)
 _NO_OPTIONS: set[bytes] = set()
 
 
@@ -113,9 +117,9 @@ class ReverseProxy:
         pool = self.pool
         # The backends this request tried, kept in its scope: a route's retry calls the proxy again, and
         # goes to another backend while there is one (the balancer alone may well pick the same again).
-        tried: list[Backend] | None = scope.get(_TRIED)
+        tried: list[Backend] | None = scope.get(TRIED)
         if tried is None:
-            tried = scope[_TRIED] = []
+            tried = scope[TRIED] = []
         failure: AttemptFailed | None = None
         backend = first if first is not None else (pool.pick(tried) or pool.pick() if tried else pool.pick())
         while backend is not None:
