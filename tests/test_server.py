@@ -317,6 +317,26 @@ def test_endless_trailer_fields_are_cut_off(connect: Any, caplog: pytest.LogCapt
     assert any("trailer fields or chunk headers are larger" in r.getMessage() for r in caplog.records)
 
 
+def test_a_stalled_request_body_closes_the_connection_and_tells_the_app(connect: Any) -> None:
+    told: list[Any] = []
+
+    async def reads_the_body(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+            pass
+        told.append(message["type"])
+
+    with serve_premier(reads_the_body, body_timeout=0.3) as url:
+        client = connect(url)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        assert client.closed(timeout=5)  # (the server's timer looks once a second)
+        deadline = time.monotonic() + 5
+        while not told and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert told == ["http.disconnect"]
+
+
 def test_a_large_upload_reaches_the_app_in_parts(connect: Any) -> None:
     with serve_premier(echo) as url:
         client = connect(url)

@@ -403,6 +403,7 @@ class HttpProtocol(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self.idle_since = state.now  # deadline bookkeeping for the server's timer (its coarse clock)
         self.head_since: float | None = None  # when the request head being read began (None: not reading one)
+        self.body_since = 0.0  # when the body being read last moved on
         # the request head being parsed
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -593,6 +594,7 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = parser.should_keep_alive() and not state.closing and self._upgrade is None
         request = _Request(self, scope, keep_alive, self._expect_continue, self._has_body)
         self.parsing = request
+        self.body_since = state.now
         if self.current is None:
             self._start(request)
         else:
@@ -601,6 +603,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._unparsed = 0
+        self.body_since = self.state.now
         request = self.parsing
         if request is None or request.response_complete or request.disconnected:
             return  # the app answered without reading it all: what is left is read and dropped
@@ -725,7 +728,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def check_deadlines(self, now: float) -> None:
         """Called by the server's timer: closes an idle keep-alive connection after the keep-alive
-        timeout, and one that takes longer than the header timeout to send a request's head (408)."""
+        timeout, one that takes longer than the header timeout to send a request's head (408), and one
+        whose request body stops arriving for the body timeout."""
         state = self.state
         if self.lingering:
             if self.current is None and now - self.idle_since > _LINGER:  # (not while answering those before)
@@ -733,8 +737,22 @@ class HttpProtocol(asyncio.Protocol):
         elif self.head_since is not None:
             if now - self.head_since > state.header_timeout:
                 self._refuse(408, f"the request's head did not arrive within {state.header_timeout:g} s")
+        elif self.parsing is not None and now - self.body_since > state.body_timeout:
+            self._body_stalled(self.parsing)
         elif self.current is None and not self.queue and now - self.idle_since > state.keep_alive_timeout:
             self.transport.close()
+
+    def _body_stalled(self, request: _Request) -> None:
+        """A request's body stopped arriving: unless the server itself holds it back (reading paused, a
+        ``100 Continue`` not sent yet), the connection is closed and the app told the client left — a
+        stalled upload must not hold the app (or a backend's connection) for ever."""
+        if self.reading_paused or request.expect_continue or request.disconnected:
+            return
+        logger.info("the request body from %s stopped arriving for %g s: closing the connection",
+                    self.client[0] if self.client else "-", self.state.body_timeout)
+        request.disconnected = True
+        request.wake()
+        self.transport.close()
 
     def shutdown(self) -> None:
         """The server is stopping: close now if idle, else after the response in progress."""

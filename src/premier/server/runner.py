@@ -44,11 +44,15 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 class ServerState:
     """What every connection of a server shares."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool, keep_alive_timeout: float, header_timeout: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_log: bool, keep_alive_timeout: float, header_timeout: float,
+        body_timeout: float = 60.0,
+    ) -> None:
         self.app = app
         self.access_log = access_log
         self.keep_alive_timeout = keep_alive_timeout
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.lifespan_state: dict[str, Any] = {}
@@ -84,13 +88,15 @@ class Server:
     ``lifespan``: ``"on"`` (a failing startup stops the server), ``"auto"`` (an app that does not speak
     the lifespan protocol is served without it), ``"off"``. ``keep_alive_timeout``: seconds an idle
     connection stays open; ``header_timeout``: seconds a client may take to send a request's head;
+    ``body_timeout``: seconds a request's body may stop arriving (while the server reads it) before the
+    connection is closed and the app told the client left;
     ``graceful_timeout``: seconds requests in flight may take to finish at shutdown. WebSocket upgrades
     go to uvicorn's ``websockets-sansio`` protocol (``ws_max_size`` bytes per message)."""
 
     def __init__(
         self, app: ASGIApp | None = None, *, app_factory: Callable[[], ASGIApp] | None = None, lifespan: str = "on",
         access_log: bool = True, keep_alive_timeout: float = 5.0, header_timeout: float = 10.0,
-        graceful_timeout: float = 5.0, ws_max_size: int = 16 * 1024 * 1024, backlog: int = 2048,
+        body_timeout: float = 60.0, graceful_timeout: float = 5.0, ws_max_size: int = 16 * 1024 * 1024, backlog: int = 2048,
     ) -> None:
         if (app is None) == (app_factory is None):
             raise TypeError("Server needs app= or app_factory=, not both")
@@ -100,6 +106,7 @@ class Server:
         self.access_log = access_log
         self.keep_alive_timeout = keep_alive_timeout
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.graceful_timeout = graceful_timeout
         self.ws_max_size = ws_max_size
         self.backlog = backlog
@@ -121,7 +128,7 @@ class Server:
         self._exit = asyncio.Event()
         app = self.app if self.app is not None else self.app_factory()  # type: ignore[misc]
         state = ServerState(app, access_log=self.access_log, keep_alive_timeout=self.keep_alive_timeout,
-                            header_timeout=self.header_timeout)
+                            header_timeout=self.header_timeout, body_timeout=self.body_timeout)
         state.now = loop.time()
         state.websocket_protocol = _websocket_protocol(app, state, self.ws_max_size)
         lifespan = _Lifespan(app, state.lifespan_state, self.lifespan)
