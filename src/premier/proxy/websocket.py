@@ -122,7 +122,7 @@ class WebSocketRelay:
         for name, value in scope["headers"]:
             if name in _NOT_FORWARDED:
                 if name == b"host":
-                    host = value
+                    host = host or value  # (the first, as the HTTP proxy's request_head takes it)
                 elif name in forwarded:
                     forwarded[name] = value
                 continue
