@@ -3,6 +3,7 @@ environment (never the project's):
 
     bench/.venv/bin/python bench/_peer_proxies.py aiohttp PORT BACKEND_URL
     bench/.venv-premier-0.4.10/bin/python bench/_peer_proxies.py premier-0.4.10 PORT BACKEND_URL
+    python bench/_peer_proxies.py tcp-relay PORT BACKEND_URL
 
 - ``aiohttp``: a minimal reverse proxy, the baseline a Python developer would write in an afternoon: an
   aiohttp web server on uvloop whose one catch-all handler forwards the request through one pooled
@@ -12,6 +13,9 @@ environment (never the project's):
   servers=[...])`` served by uvicorn (uvloop, httptools). It creates its ``aiohttp.ClientSession`` in the
   constructor, so the gateway is built inside uvicorn's running loop (``factory=True``); the release's
   ``aiohttp.ClienSession()`` typo is patched by the benchmark in that venv's copy before it starts.
+- ``tcp-relay``: not a proxy but a floor: asyncio protocols on uvloop copying bytes between each client
+  connection and a backend connection of its own, parsing nothing (no HTTP, no routing, no headers). What
+  Python and its event loop cost per request before any of the work an HTTP proxy must do.
 """
 
 from __future__ import annotations
@@ -78,6 +82,57 @@ def run_premier_0410(port: int, backend: str) -> None:
                 loop="uvloop", http="httptools", lifespan="off")
 
 
+def run_tcp_relay(port: int, backend: str) -> None:
+    import asyncio
+    from urllib.parse import urlsplit
+
+    import uvloop
+
+    parts = urlsplit(backend)
+    host, backend_port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    class Upstream(asyncio.Protocol):
+        def __init__(self, client: asyncio.Transport) -> None:
+            self.client = client
+
+        def data_received(self, data: bytes) -> None:
+            self.client.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.client.close()
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.upstream: asyncio.Transport | None = None
+            self.early: list[bytes] = []
+            asyncio.get_running_loop().create_task(self.connect())
+
+        async def connect(self) -> None:
+            upstream, _ = await asyncio.get_running_loop().create_connection(
+                lambda: Upstream(self.transport), host, backend_port)
+            self.upstream = upstream
+            for data in self.early:
+                upstream.write(data)
+
+        def data_received(self, data: bytes) -> None:
+            if self.upstream is None:
+                self.early.append(data)
+            else:
+                self.upstream.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.upstream is not None:
+                self.upstream.close()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 if __name__ == "__main__":
     kind, port_arg, backend_arg = sys.argv[1:4]
-    {"aiohttp": run_aiohttp_proxy, "premier-0.4.10": run_premier_0410}[kind](int(port_arg), backend_arg)
+    runs = {"aiohttp": run_aiohttp_proxy, "premier-0.4.10": run_premier_0410, "tcp-relay": run_tcp_relay}
+    runs[kind](int(port_arg), backend_arg)

@@ -21,6 +21,8 @@ Scenarios, every proxy one process (one worker) on a free loopback port:
    bench/.venv-premier-0.4.10; its `aiohttp.ClienSession()` typo is patched in that venv's copy.
 6. ref: uvicorn hello: no proxy, wrk straight to uvicorn serving bench/apps.py's raw-ASGI hello world (the
    ceiling of anything served through uvicorn, a Premier cache hit included).
+7. ref: Python TCP relay (bench/_peer_proxies.py tcp-relay, the project's environment): bytes copied between
+   client and backend connections on uvloop, no HTTP parsed — the floor under any Python proxy.
 
 The backend, the same for all: a second nginx instance (one worker) answering `return 200 "Hello, world!"`,
 or with `--backend python` uvicorn serving bench/apps.py's raw-ASGI hello world. Each round runs every
@@ -70,6 +72,7 @@ NGINX = "nginx"
 PREMIER, PREMIER_CACHE, AIOHTTP, PREMIER_OLD = "Premier standalone", "Premier cache hit", "aiohttp proxy", f"premier {LEGACY}"
 PREMIER_UVICORN = "Premier standalone on uvicorn"
 UVICORN = "ref: uvicorn hello"
+RELAY = "ref: Python TCP relay"
 
 
 # processes -------------------------------------------------------------------------------------------
@@ -341,6 +344,8 @@ def main() -> int:
                 sys.executable, "-m", "premier.cli", "serve", str(workdir / "premier.yaml"), "--port", str(port),
                 "--no-access-log", "--log-level", "warning", "--server", "uvicorn"], port, workdir, env),
             UVICORN: lambda port: uvicorn_hello(UVICORN, port, workdir, env),
+            RELAY: lambda port: server(RELAY, [
+                sys.executable, str(HERE / "_peer_proxies.py"), "tcp-relay", str(port), backend_url], port, workdir, env),
             AIOHTTP: lambda port: server(AIOHTTP, [
                 str(aiohttp_python), str(HERE / "_peer_proxies.py"), "aiohttp", str(port), backend_url], port, workdir, env),
             PREMIER_OLD: lambda port: server(PREMIER_OLD, [
@@ -363,7 +368,8 @@ def main() -> int:
             return 1
         scenarios = {name: (port, pid, "/hello") for name, (port, pid) in proxies.items()}
         scenarios[PREMIER_CACHE] = (proxies[PREMIER][0], proxies[PREMIER][1], "/cached")
-        order = [n for n in (NGINX, PREMIER, PREMIER_CACHE, PREMIER_UVICORN, AIOHTTP, PREMIER_OLD, UVICORN) if n in scenarios]
+        order = [n for n in (NGINX, PREMIER, PREMIER_CACHE, PREMIER_UVICORN, AIOHTTP, PREMIER_OLD, UVICORN, RELAY)
+                 if n in scenarios]
         urlopen_cached = f"http://127.0.0.1:{proxies[PREMIER][0]}/cached"
         urllib.request.urlopen(urlopen_cached, timeout=5).close()  # warm the cache once...
         check_answer(urlopen_cached, expect_cache_hit=True)  # ...and make sure the next one is a hit
