@@ -438,6 +438,32 @@ def test_a_backend_closing_between_its_head_and_body_costs_the_client_nothing(
     assert answers == ["b1"] * 6  # each GET the cut backend got went on to the other one
 
 
+def test_a_backend_refusing_an_upload_early_and_closing_is_answered_as_it_said(gateway: Gateway) -> None:
+    # As servers do with a body over their limit: answer 413 at once, then close without reading the rest.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def refuse_and_close() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+
+    threading.Thread(target=refuse_and_close, daemon=True).start()
+    cfg = config([f"http://127.0.0.1:{listener.getsockname()[1]}"], upstream={"passive_health": {"failure_threshold": 1}})
+    try:
+        with gateway(cfg) as url:
+            answers = [request(url, "/upload", method="POST", body=b"x" * (8 * 1024 * 1024))[::2] for _ in range(5)]
+    finally:
+        listener.close()
+    assert answers == [(413, b"big!")] * 5  # never a 502, and the backend never counted as failing (no 503)
+
+
 def test_a_backend_that_stops_reading_an_upload_gets_a_504_not_a_hang(gateway: Gateway) -> None:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

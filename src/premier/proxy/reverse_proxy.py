@@ -169,6 +169,7 @@ class ReverseProxy:
                 health.abandoned()  # cancelled (a route timeout): no verdict, but a half-open probe is given back
                 raise
             backend.in_flight += 1
+            first = b""
             try:
                 connection.start_response(head_only=method == "HEAD")
                 connection.write(request)
@@ -176,21 +177,23 @@ class ReverseProxy:
                 if body:
                     await _send_body(connection, receive, body == _CHUNKED, self.read_timeout)
                 await connection.read_head(self.read_timeout)
-                first = b""
                 if not (connection.complete or connection.pending) and _has_length(connection.headers):
                     # A body of known length: its head goes on with its first part, so that a backend
                     # closing in between (killed, restarted) has sent the client nothing, and the request
                     # may still go to another backend. (A stream's head goes on at once.)
                     first = await connection.read_body(self.read_timeout) or b""
             except UpstreamClosed as exc:
-                backend.in_flight -= 1
-                connection.abort()
-                if reused and not connection.received and replayable:
-                    backend.drop_idle()  # the backend restarted or timed its connections out: all are stale
-                    continue
-                health.failure(pool.clock())
-                failover = replayable and (not connection.received or connection.head_done)
-                raise AttemptFailed(502, str(exc), failover=failover) from None
+                # Unless it answered early — a 413 to an upload it will not take — and closed while the
+                # body was still going up: its whole answer arrived, and stands (the backend is healthy).
+                if not (connection.head_done and connection.complete):
+                    backend.in_flight -= 1
+                    connection.abort()
+                    if reused and not connection.received and replayable:
+                        backend.drop_idle()  # the backend restarted or timed its connections out: all are stale
+                        continue
+                    health.failure(pool.clock())
+                    failover = replayable and (not connection.received or connection.head_done)
+                    raise AttemptFailed(502, str(exc), failover=failover) from None
             except UpstreamTimeout:
                 backend.in_flight -= 1
                 connection.abort()
