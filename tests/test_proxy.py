@@ -438,6 +438,34 @@ def test_a_backend_closing_between_its_head_and_body_costs_the_client_nothing(
     assert answers == ["b1"] * 6  # each GET the cut backend got went on to the other one
 
 
+def test_a_backend_resetting_the_connection_answers_502_naming_it(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def reset() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            connection.close()  # with a zero linger: a reset, not a FIN
+
+    threading.Thread(target=reset, daemon=True).start()
+    dead = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with gateway(config([dead])) as url:
+            status, headers, body = request(url, "/", method="POST", body=b"{}")  # (not replayable: no failover)
+    finally:
+        listener.close()
+    error = json.loads(body)
+    assert status == 502 and error["status"] == 502
+    assert dead in error["error"] and "reset" in error["error"].lower(), error
+    assert any("reset" in r.getMessage().lower() for r in caplog.records if r.name.startswith("premier"))
+
+
 def test_a_backend_refusing_an_upload_early_and_closing_is_answered_as_it_said(gateway: Gateway) -> None:
     # As servers do with a body over their limit: answer 413 at once, then close without reading the rest.
     listener = socket.socket()

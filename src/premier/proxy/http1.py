@@ -85,7 +85,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.write(data)
         except RuntimeError:
             self.closed = True
-            raise UpstreamClosed("the backend closed the connection") from None
+            # (its cause, once connection_lost has told it; uvloop may close a reset one before that)
+            raise self.error or UpstreamClosed("the backend closed or reset the connection") from None
 
     async def drain(self, timeout: float) -> None:
         """Wait while the backend reads the request body slower than the client sends it (at most
