@@ -457,7 +457,7 @@ def test_a_backend_resetting_the_connection_answers_502_naming_it(gateway: Gatew
     dead = f"http://127.0.0.1:{listener.getsockname()[1]}"
     try:
         with gateway(config([dead])) as url:
-            status, headers, body = request(url, "/", method="POST", body=b"{}")  # (not replayable: no failover)
+            status, _, body = request(url, "/", method="POST", body=b"{}")  # (not replayable: no failover)
     finally:
         listener.close()
     error = json.loads(body)
