@@ -438,6 +438,27 @@ def test_a_backend_closing_between_its_head_and_body_costs_the_client_nothing(
     assert answers == ["b1"] * 6  # each GET the cut backend got went on to the other one
 
 
+def test_a_connection_that_cannot_be_opened_in_time_answers_504(gateway: Gateway) -> None:
+    # A listener whose accept queue is full (backlog 0, one connection waiting, never accepted): the
+    # kernel drops further SYNs, so a connection to it hangs until the gateway's connect_timeout.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    waiting = socket.create_connection(listener.getsockname(), timeout=2)
+    stuck = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with gateway(config([stuck], upstream={"connect_timeout": 0.3})) as url:
+            started = time.monotonic()
+            status, _, body = request(url, "/")
+            elapsed = time.monotonic() - started
+    finally:
+        waiting.close()
+        listener.close()
+    error = json.loads(body)
+    assert status == 504 and stuck in error["error"] and "timed out" in error["error"], error
+    assert 0.25 < elapsed < 5
+
+
 def test_a_backend_resetting_the_connection_answers_502_naming_it(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
