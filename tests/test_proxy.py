@@ -404,6 +404,30 @@ def test_a_malformed_backend_answer_is_a_502(gateway: Gateway) -> None:
     assert status == 502 and "invalid HTTP response" in json.loads(body)["error"]
 
 
+@contextmanager
+def raw_backend(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A backend on a bare socket: ``answer(connection)`` runs for every connection it accepts (in a
+    thread); yields its URL, and stops listening after."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                answer(connection)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
 # (A featureless route on Premier's server starts on the direct path, which hands a request with no idle
 # connection to the reverse proxy; direct.py's own head-then-close case is in test_shortcuts.py.)
 @pytest.mark.parametrize("features", [{}, {"monitoring": {"log_threshold": 5}}], ids=["no features", "features"])
@@ -411,30 +435,16 @@ def test_a_backend_closing_between_its_head_and_body_costs_the_client_nothing(
     backends: tuple[Process, Process], gateway: Gateway, features: dict[str, Any]
 ) -> None:
     # As a backend killed mid-response does: its head is out, its body never comes.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
+    def head_then_close(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n")
 
-    def head_then_close() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            with connection:
-                connection.recv(65536)
-                connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n")
-
-    threading.Thread(target=head_then_close, daemon=True).start()
     b1, _ = backends
-    cut = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    cfg = config([cut, b1.url], paths=[{"pattern": "/*", "features": features}],
-                 upstream={"passive_health": {"failure_threshold": 1000}})  # (it stays in the rotation)
-    try:
+    with raw_backend(head_then_close) as cut:
+        cfg = config([cut, b1.url], paths=[{"pattern": "/*", "features": features}],
+                     upstream={"passive_health": {"failure_threshold": 1000}})  # (it stays in the rotation)
         with gateway(cfg) as url:
             answers = [echo(url, f"/cut/{i}")["backend"] for i in range(6)]
-    finally:
-        listener.close()
     assert answers == ["b1"] * 6  # each GET the cut backend got went on to the other one
 
 
@@ -460,27 +470,13 @@ def test_a_connection_that_cannot_be_opened_in_time_answers_504(gateway: Gateway
 
 
 def test_a_backend_resetting_the_connection_answers_502_naming_it(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
+    def reset(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        # (closed on return, with a zero linger: a reset, not a FIN)
 
-    def reset() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            connection.recv(65536)
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            connection.close()  # with a zero linger: a reset, not a FIN
-
-    threading.Thread(target=reset, daemon=True).start()
-    dead = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    try:
-        with gateway(config([dead])) as url:
-            status, _, body = request(url, "/", method="POST", body=b"{}")  # (not replayable: no failover)
-    finally:
-        listener.close()
+    with raw_backend(reset) as dead, gateway(config([dead])) as url:
+        status, _, body = request(url, "/", method="POST", body=b"{}")  # (not replayable: no failover)
     error = json.loads(body)
     assert status == 502 and error["status"] == 502
     assert dead in error["error"] and "reset" in error["error"].lower(), error
@@ -489,27 +485,14 @@ def test_a_backend_resetting_the_connection_answers_502_naming_it(gateway: Gatew
 
 def test_a_backend_refusing_an_upload_early_and_closing_is_answered_as_it_said(gateway: Gateway) -> None:
     # As servers do with a body over their limit: answer 413 at once, then close without reading the rest.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
+    def refuse_and_close(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
 
-    def refuse_and_close() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            with connection:
-                connection.recv(65536)
-                connection.sendall(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
-
-    threading.Thread(target=refuse_and_close, daemon=True).start()
-    cfg = config([f"http://127.0.0.1:{listener.getsockname()[1]}"], upstream={"passive_health": {"failure_threshold": 1}})
-    try:
+    with raw_backend(refuse_and_close) as refusing:
+        cfg = config([refusing], upstream={"passive_health": {"failure_threshold": 1}})
         with gateway(cfg) as url:
             answers = [request(url, "/upload", method="POST", body=b"x" * (8 * 1024 * 1024))[::2] for _ in range(5)]
-    finally:
-        listener.close()
     assert answers == [(413, b"big!")] * 5  # never a 502, and the backend never counted as failing (no 503)
 
 
