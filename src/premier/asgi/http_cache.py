@@ -199,8 +199,6 @@ class _Capture:
             self.headers = list(message.get("headers", ()))
             if self.status in _STORABLE_STATUS:
                 self.rules = self.flight.step.storage_rules(self.headers, self.has_auth)
-            if self.rules is None:
-                await self.flight.land()
         elif message["type"] == "http.response.body":
             if self.rules is not None:
                 chunk = message.get("body", b"")
@@ -208,12 +206,13 @@ class _Capture:
                 if self.size > self.limit:
                     self.rules = None
                     self.body = []
-                    await self.flight.land()
                 else:
                     self.body.append(chunk)
             if not message.get("more_body", False):
                 self.complete = True
         await self.send(message)
+        if self.rules is None:  # (after the message went on: a shared lock's release is a round trip)
+            await self.flight.land()  # (once: landed already, it returns at once)
 
 
 class HttpCacheStep:
