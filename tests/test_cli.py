@@ -146,6 +146,18 @@ def test_check_notes_a_cache_key_the_pattern_does_not_capture(tmp_path, capsys):
     assert out.count("note: cache_key") == 1 and "{user_id} is not captured by the pattern" in out
 
 
+def test_check_notes_a_bucket_size_that_does_nothing(tmp_path, capsys):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "premier:\n  paths:\n"
+        "    - {pattern: '/a', features: {rate_limit: {quota: 5, duration: 1, algorithm: sliding_window, bucket_size: 3}}}\n"
+        "    - {pattern: '/b', features: {rate_limit: {quota: 5, duration: 1, algorithm: leaky_bucket, bucket_size: 3}}}\n"
+    )
+    assert main(["check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("note: rate_limit.bucket_size") == 1 and "ignored with sliding_window" in out
+
+
 def test_check_into_a_closed_pipe_exits_quietly(tmp_path):
     config = tmp_path / "many.yaml"  # an output far larger than a pipe's buffer: writing must hit the closed end
     config.write_text("premier:\n  paths:\n" + "".join(

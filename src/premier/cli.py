@@ -70,18 +70,24 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _notes(pattern: str, features: FeaturesConfig) -> list[str]:
-    """What is valid but probably not meant: a cache_key naming what the pattern does not capture."""
+    """What is valid but probably not meant: a cache_key naming what the pattern does not capture, a
+    bucket_size for an algorithm that has no bucket."""
     from premier.asgi.router import compile_pattern
 
+    notes = []
+    limit = features.rate_limit
+    if limit is not None and limit.bucket_size is not None and limit.algorithm != "leaky_bucket":
+        notes.append(f"rate_limit.bucket_size applies to leaky_bucket only: ignored with {limit.algorithm}")
     if features.cache is None or not features.cache.cache_key:
-        return []
+        return notes
     captured = set(compile_pattern(pattern).groupindex)
     missing = [name for name in re.findall(r"\{(\w+)\}", features.cache.cache_key) if name not in captured]
-    if not missing:
-        return []
-    names = ", ".join("{" + name + "}" for name in missing)
-    return [f"cache_key {names} is not captured by the pattern (a glob captures {{name}} segments, e.g. "
-            f"/users/{{{missing[0]}}}): it is read from the query string, and without it the key is the path and query"]
+    if missing:
+        names = ", ".join("{" + name + "}" for name in missing)
+        notes.append(f"cache_key {names} is not captured by the pattern (a glob captures {{name}} segments, e.g. "
+                     f"/users/{{{missing[0]}}}): it is read from the query string, and without it the key is the "
+                     f"path and query")
+    return notes
 
 
 def _serve(args: argparse.Namespace) -> int:
