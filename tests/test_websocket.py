@@ -371,6 +371,17 @@ async def test_the_relay_forwards_the_clients_headers_and_sets_forwarding_ones(o
     assert headers["host"] == f"127.0.0.1:{origin.port}"
 
 
+async def test_the_relay_keeps_every_forwarded_hop_from_a_trusted_proxy(origins: tuple[Process, Process]) -> None:
+    origin = origins[0]
+    cfg = GatewayConfig.from_dict({"premier": {"servers": [origin.url], "trusted_proxies": ["127.0.0.1"]}})
+    with gateway(cfg) as (url, _):
+        async with connect(url + "/ws/headers", additional_headers=[
+            ("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "2.2.2.2"),
+        ]) as ws:
+            seen = json.loads(await ws.recv())
+    assert dict(seen["headers"])["x-forwarded-for"] == "1.1.1.1, 2.2.2.2, 127.0.0.1"  # as the HTTP proxy does
+
+
 async def test_a_handshake_with_a_fragment_in_its_query_is_relayed(origins: tuple[Process, Process]) -> None:
     """uvicorn's WebSocket protocol passes a ``#...`` on in the query string: the relay escapes it
     rather than failing the handshake with a 500 (which also used to lose a half-open probe)."""

@@ -123,6 +123,8 @@ class WebSocketRelay:
             if name in _NOT_FORWARDED:
                 if name == b"host":
                     host = host or value  # (the first, as the HTTP proxy's request_head takes it)
+                elif name == b"x-forwarded-for" and forwarded[name] is not None:
+                    forwarded[name] = b"%s, %s" % (forwarded[name], value)  # (every hop, as the HTTP proxy keeps them)
                 elif name in forwarded:
                     forwarded[name] = value
                 continue
