@@ -331,6 +331,50 @@ def test_open_on_loopback_does_not_open_for_forwarded_requests() -> None:
         assert client.request("GET", f"{P}/api/stats")[0] == 401
 
 
+def test_a_cross_site_page_cannot_apply_a_config_nor_a_rebound_name_open_the_dashboard() -> None:
+    with running("premier: {dashboard: {open_on_loopback: true}}") as (client, gateway):
+        before = gateway.config
+        apply = f"{P}/api/config"
+        body = json.dumps({"yaml": "premier: {servers: ['http://evil.example.com'], dashboard: {open_on_loopback: true}}"})
+        # a form or no-cors fetch can only send "simple" content types: never JSON
+        status, _, answer, _ = _raw_post(client, apply, body, {"Content-Type": "text/plain"})
+        assert status == 403 and b"application/json" in answer
+        # JSON with another site's Origin (a page that got a preflight answered elsewhere: not here)
+        status, _, _, _ = _raw_post(client, apply, body, {"Content-Type": "application/json",
+                                                          "Origin": "https://attacker.example"})
+        assert status == 403
+        status, _, _, _ = _raw_post(client, apply, body, {"Content-Type": "application/json",
+                                                          "Sec-Fetch-Site": "cross-site"})
+        assert status == 403
+        # DNS rebinding: a page of another name resolved to 127.0.0.1 is not the loopback the setting opens
+        assert client.request("GET", f"{P}/api/config", headers={"Host": f"attacker.example:{client.port}"})[0] == 401
+        assert gateway.config is before
+        # the dashboard's own page: JSON, from its own origin
+        own = {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{client.port}",
+               "Sec-Fetch-Site": "same-origin"}
+        status, _, _, _ = _raw_post(client, f"{P}/api/config/validate", json.dumps({"yaml": "premier: {}"}), own)
+        assert status == 200
+
+
+def test_odd_login_and_json_bodies_are_4xx_not_500() -> None:
+    with running() as (client, _):
+        assert client.json("POST", f"{P}/api/login", {"token": "\ud800abc"})[0] == 401  # (a lone surrogate)
+        deep = "[" * 100_000 + "]" * 100_000
+        status, _, answer, _ = _raw_post(client, f"{P}/api/config/validate", deep, {"Content-Type": "application/json",
+                                                                                  **bearer()})
+        assert status == 400 and b"JSON" in answer
+
+
+def _raw_post(client: Client, path: str, body: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes, Any]:
+    connection = http.client.HTTPConnection(client.host, client.port, timeout=10)
+    try:
+        connection.request("POST", path, body=body.encode(), headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read(), None
+    finally:
+        connection.close()
+
+
 def test_an_edit_cannot_read_the_servers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECRET_DB_PASSWORD", "hunter2")
     with running() as (client, gateway):

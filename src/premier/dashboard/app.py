@@ -98,6 +98,8 @@ class DashboardApp:
         method: str = scope["method"]
         if self._locked_out(scope) and not path.startswith(settings.path + "/static/") and path != settings.path + "/":
             return await _error(send, 429, "too many failed attempts; try again in a minute")
+        if method == "POST" and (refusal := _cross_site(scope)):
+            return await _error(send, 403, refusal)
         if path == settings.metrics_path:
             if not self._authorized(scope, settings, csrf_checked=False):
                 return await _error(send, 401, "a bearer token is required")
@@ -175,6 +177,8 @@ class DashboardApp:
             return False
         if self._client_identity().trusts(str(client[0])):
             return False
+        if not _loopback_host(_header(scope, b"host")):
+            return False  # a page of another name resolving to 127.0.0.1 (DNS rebinding) needs the token
         return not any(name in _FORWARDING for name, _ in scope["headers"])
 
     def _client_identity(self) -> ClientIdentity:
@@ -242,7 +246,8 @@ class DashboardApp:
             return None
         given = request.get("token")
         now = time.time()
-        if not (isinstance(given, str) and settings.token and hmac.compare_digest(given.encode(), settings.token.encode())):
+        if not (isinstance(given, str) and settings.token
+                and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), settings.token.encode())):
             self._failed(scope)
             return await _error(send, 401, "wrong token")
         payload = f"{int(now + SESSION_SECONDS)}.{secrets.token_urlsafe(16)}"
@@ -372,6 +377,33 @@ class DashboardApp:
         logger.info("configuration saved to %s (previous version in %s.bak)", self.source, self.source.name)
 
 
+def _cross_site(scope: Scope) -> str | None:
+    """Why a POST must be refused as one a browser sent for another site (CSRF, or a page on a name
+    rebound to this address), or ``None``. The dashboard's own page sends JSON from its own origin;
+    a cross-site page can send neither ``application/json`` (that needs a CORS preflight, never
+    granted here) nor its origin as this one."""
+    content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        return "a POST to the dashboard must be application/json"
+    origin = _header(scope, b"origin")
+    host = _header(scope, b"host")
+    if origin is not None and (not host or origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower())):
+        return "cross-origin request refused"
+    site = _header(scope, b"sec-fetch-site")
+    if site is not None and site.lower() not in ("same-origin", "none"):
+        return "cross-site request refused"
+    return None
+
+
+def _loopback_host(host: str | None) -> bool:
+    """Whether a ``Host`` header names this machine's loopback (``localhost``, 127.x, ``[::1]``)."""
+    if not host:
+        return False
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[: host.find("]") + 1]
+    name = name.lower()
+    return name in ("localhost", "[::1]") or (name.startswith("127.") and name.replace(".", "").isdigit())
+
+
 def _sign(key: str, message: str) -> str:
     return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
 
@@ -407,8 +439,8 @@ async def _read_json(receive: Receive, send: Send) -> dict[str, Any] | None:
             break
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        await _error(send, 400, "the body must be JSON")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        await _error(send, 400, "the body must be JSON (nested no deeper than Python's recursion limit)")
         return None
     if not isinstance(data, dict):
         await _error(send, 400, "the body must be a JSON object")
