@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+import time
 
 import pytest
 
@@ -541,10 +542,36 @@ def test_env_substitution_into_numeric_fields(monkeypatch):
 def test_env_value_still_validated(monkeypatch):
     monkeypatch.setenv("RL_QUOTA", "lots")
     error = config_error(one_path("rate_limit: {quota: '${RL_QUOTA}', duration: 1}\n"))
-    assert_issue(error, "premier.paths[0].features.rate_limit.quota", "must be an integer", "'lots'")
+    assert_issue(error, "premier.paths[0].features.rate_limit.quota", "must be an integer", "${RL_QUOTA}")
+    assert "lots" not in str(error)  # (an environment variable's value may be a secret: never shown)
     monkeypatch.setenv("RL_QUOTA", "0")
     error = config_error(one_path("rate_limit: {quota: '${RL_QUOTA}', duration: 1}\n"))
     assert_issue(error, "premier.paths[0].features.rate_limit.quota", "must be greater than 0")
+
+
+def test_secrets_are_never_shown_in_errors(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://default:REDISPASS@127.0.0.1:6379/0x")
+    error = config_error("premier:\n  storage: {url: '${REDIS_URL}'}\n")
+    assert_issue(error, "premier.storage.url", "database number")
+    assert "REDISPASS" not in str(error) and "default:***@" in str(error)
+    error = config_error("premier:\n  servers: ['http://svc:BACKENDPW@127.0.0.1:9000']\n")
+    assert_issue(error, "premier.servers[0].url", "must not hold credentials")  # (never sent; shown in 502s)
+    assert "BACKENDPW" not in str(error)
+
+
+def test_a_billion_laughs_or_deep_nesting_is_refused_at_once():
+    # a few hundred bytes whose aliases expand to 10**9 values: refused before anything walks them
+    laughs = "a0: &a0 [" + ", ".join(["lol"] * 10) + "]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9)
+    ) + "premier:\n  paths: *a8\n"
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="more than 100000 values"):
+        GatewayConfig.from_yaml(laughs)
+    with pytest.raises(ConfigError, match="nested"):
+        GatewayConfig.from_yaml("premier: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested deeper"):
+        GatewayConfig.from_yaml("premier: " + "[" * 100 + "]" * 100)
+    assert time.monotonic() - started < 5
 
 
 def test_empty_env_value_uses_the_default(monkeypatch):

@@ -385,6 +385,37 @@ def test_an_edit_cannot_read_the_servers_environment(monkeypatch: pytest.MonkeyP
         assert gateway.config.keyspace != "hunter2"
 
 
+def test_no_escape_reads_another_variable_and_no_error_shows_an_allowed_ones_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "AWS-SHOULD-NOT-LEAK")
+    monkeypatch.setenv("BACKEND_URL", "http://127.0.0.1:9/SHOULD-NOT-LEAK?x")
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(YAML.replace("premier:\n", 'premier:\n  keyspace: "k${BACKEND_URL:-}"\n', 1))
+    with running(config_file=config_file) as (client, _):
+        for text in ('premier:\n  servers: ["\\x24{AWS_SECRET_ACCESS_KEY}"]\n',  # a YAML escape for "$"
+                     'premier:\n  servers: ["\\u0024{AWS_SECRET_ACCESS_KEY}"]\n',
+                     'premier:\n  servers: ["${BACKEND_URL}"]\n'):  # allowed, but its value is not shown
+            status, result = client.json("POST", f"{P}/api/config/validate", {"yaml": text}, **{"Authorization": f"Bearer {TOKEN}"})
+            assert status == 200 and result["ok"] is False, text
+            assert "SHOULD-NOT-LEAK" not in json.dumps(result), result
+
+
+def test_after_an_apply_the_view_keeps_the_references_not_the_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHBOARD_TOKEN", TOKEN)
+    monkeypatch.setenv("STORE_KEYSPACE", "ks-from-the-environment")
+    config_file = tmp_path / "gateway.yaml"
+    original = YAML.replace(f'token: "{TOKEN}"', 'token: "${DASHBOARD_TOKEN}"').replace(
+        "premier:\n", 'premier:\n  keyspace: "${STORE_KEYSPACE}"\n', 1)
+    config_file.write_text(original)
+    with running(config_file=config_file) as (client, gateway):
+        edited = original.replace("quota: 3", "quota: 9")
+        assert client.json("POST", f"{P}/api/config", {"yaml": edited}, Authorization=f"Bearer {TOKEN}")[0] == 200
+        view = client.json("GET", f"{P}/api/config", Authorization=f"Bearer {TOKEN}")[1]["yaml"]
+        assert view == edited  # what was applied, as written (not the file, which no longer runs)
+        assert gateway.config.keyspace == "ks-from-the-environment" and "ks-from-the-environment" not in view
+
+
 def test_a_literal_token_in_the_file_is_masked_and_never_saved_masked(tmp_path: Path) -> None:
     config_file = tmp_path / "gateway.yaml"
     original = YAML.replace("slow_threshold: 0.2}", "slow_threshold: 0.2, save_config: true}")

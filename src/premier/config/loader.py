@@ -13,7 +13,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -30,7 +30,14 @@ _ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _EnvStr(str):
-    """A string produced by ``${VAR}`` substitution: numeric and boolean fields may parse it."""
+    """A string produced by ``${VAR}`` substitution: numeric and boolean fields may parse it; error
+    messages name its variables (``names``) but never show it (a value from the environment may be a
+    secret, and messages reach logs and the dashboard)."""
+
+    names: tuple[str, ...] = ()
+
+    def shown(self) -> str:
+        return f"the value of {', '.join('${' + name + '}' for name in self.names)} (not shown)"
 
 
 class _UnsetEnv(_EnvStr):
@@ -51,6 +58,8 @@ def load_file(path: str | os.PathLike[str]) -> GatewayConfig:
 def load_yaml(text: str, *, source: str | None = None) -> GatewayConfig:
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(ConfigIssue("YAML", "nested too deeply"), source=source) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
@@ -87,8 +96,14 @@ def issue_line(text: str, path: str) -> int | None:
     return line
 
 
-def load_dict(data: Any, *, source: str | None = None) -> GatewayConfig:
+def load_dict(data: Any, *, source: str | None = None, allowed_env: Collection[str] | None = None) -> GatewayConfig:
+    """The configuration in ``data`` (what ``yaml.safe_load`` gives), validated. ``allowed_env``: the only
+    environment variables ``${VAR}`` may read (``None``: any; the dashboard's edits may read only those
+    the configuration file already uses)."""
     issues: list[ConfigIssue] = []
+    problem = _too_large(data)
+    if problem:
+        raise ConfigError(problem, source=source)
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"the configuration must be a mapping with a top-level 'premier:' key, got {_kind(data)}",
@@ -101,7 +116,7 @@ def load_dict(data: Any, *, source: str | None = None) -> GatewayConfig:
     body = data["premier"]
     if body is None:
         body = {}
-    body = _substitute_env(body, "premier", issues)
+    body = _substitute_env(body, "premier", issues, allowed_env)
     config = _convert(body, GatewayConfig, "premier", issues)
     if isinstance(body, Mapping) and isinstance(body.get("paths"), list):
         seen: dict[Any, int] = {}
@@ -126,7 +141,7 @@ def load_dict(data: Any, *, source: str | None = None) -> GatewayConfig:
     return typing.cast(GatewayConfig, config)
 
 
-def _substitute_env(value: Any, path: str, issues: list[ConfigIssue]) -> Any:
+def _substitute_env(value: Any, path: str, issues: list[ConfigIssue], allowed: Collection[str] | None = None) -> Any:
     if isinstance(value, str):
         if "${" not in value:
             return value
@@ -135,6 +150,10 @@ def _substitute_env(value: Any, path: str, issues: list[ConfigIssue]) -> Any:
             escaped, name, default = match.groups()
             if escaped:
                 return match.group(0)[1:]
+            if allowed is not None and name not in allowed:
+                issues.append(ConfigIssue(path, f"${{{name}}}: only environment variables the configuration file "
+                                                "already uses can be referenced here"))
+                return ""
             found = os.environ.get(name)
             if found is None or (found == "" and default is not None):
                 if default is None:
@@ -145,12 +164,37 @@ def _substitute_env(value: Any, path: str, issues: list[ConfigIssue]) -> Any:
 
         before = len(issues)
         substituted = _ENV_REF.sub(replace, value)
-        return _UnsetEnv(substituted) if len(issues) > before else _EnvStr(substituted)
+        result = _UnsetEnv(substituted) if len(issues) > before else _EnvStr(substituted)
+        result.names = tuple(name for escaped, name, _ in _ENV_REF.findall(value) if not escaped)
+        return result
     if isinstance(value, Mapping):
-        return {k: _substitute_env(v, f"{path}.{k}", issues) for k, v in value.items()}
+        return {k: _substitute_env(v, f"{path}.{k}", issues, allowed) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute_env(v, f"{path}[{i}]", issues) for i, v in enumerate(value)]
+        return [_substitute_env(v, f"{path}[{i}]", issues, allowed) for i, v in enumerate(value)]
     return value
+
+
+_MAX_VALUES = 100_000  # values in a configuration, YAML aliases counted each time they are used
+_MAX_DEPTH = 64
+
+
+def _too_large(data: Any) -> str | None:
+    """Why ``data`` is refused before anything walks it: more than ``_MAX_VALUES`` values (a few lines of
+    nested YAML aliases, a "billion laughs", expand to billions) or nested deeper than ``_MAX_DEPTH``."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > _MAX_VALUES:
+            return f"the configuration has more than {_MAX_VALUES} values (YAML aliases count each time they are used)"
+        if depth > _MAX_DEPTH:
+            return f"the configuration is nested deeper than {_MAX_DEPTH} levels"
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return None
 
 
 @cache
@@ -167,6 +211,8 @@ def _kind(value: Any) -> str:
         return f"the integer {value}"
     if isinstance(value, float):
         return f"the number {value}"
+    if isinstance(value, _EnvStr):
+        return value.shown()
     if isinstance(value, str):
         return f"the string {value!r}"
     if isinstance(value, Mapping):
@@ -326,6 +372,9 @@ def _convert_dataclass(value: Any, cls: type, path: str, issues: list[ConfigIssu
             continue
         for check in f.metadata.get("checks", ()):
             if converted is not None and (problem := check(converted)):
+                if isinstance(raw, _EnvStr):  # (an environment variable's value may be a secret: never echoed)
+                    shown = repr(converted) if isinstance(converted, str) else f"got {converted!r}"
+                    problem = problem.replace(shown, raw.shown() if isinstance(converted, str) else f"got {raw.shown()}")
                 issues.append(ConfigIssue(where, problem))
                 break
         kwargs[f.name] = converted

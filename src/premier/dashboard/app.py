@@ -84,6 +84,7 @@ class DashboardApp:
         gateway.events.subscribe(self.stats)
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
         self._identity: tuple[Any, ClientIdentity] | None = None
+        self._applied: tuple[GatewayConfig, str] | None = None  # the last Apply: its config and its text
 
     def _settings(self) -> DashboardConfig:
         return self.gateway.config.dashboard or DashboardConfig()  # (not served then: nothing is authorized)
@@ -161,6 +162,7 @@ class DashboardApp:
                 if problem is not None:  # nothing applied either: what runs is what the file says
                     return await _json(send, 400, {"ok": False, "errors": [{"path": "", "message": problem, "line": None}]})
             self.gateway.reload(config)
+            self._applied = (config, text)
             logger.info("configuration applied from the dashboard (%d path policies)", len(config.paths))
             return await _json(send, 200, {"ok": True, "saved": save})
         return await _error(send, 404 if method == "GET" else 405, "no such endpoint")
@@ -298,28 +300,39 @@ class DashboardApp:
         await send({"type": "http.response.body", "body": b""})
 
     def _config_text(self) -> str:
+        """The running configuration as text: the file as written, or the text of the last Apply, if that
+        is what runs (comments and ``${VAR}`` references kept, the values behind them not shown); else
+        the configuration written out, passwords in URLs left out. Never the token itself."""
         running: GatewayConfig = self.gateway.config
+        text = None
         if self.source is not None:
             try:
                 text = self.source.read_text(encoding="utf-8")
-                if GatewayConfig.from_yaml(text) == running:
-                    # the file as written (comments and ${VAR} references kept), but never the token itself
-                    token = running.dashboard.token if running.dashboard else None
-                    if not token:
-                        return text
-                    return re.sub(r"(token\s*:\s*[\"']?)" + re.escape(token), lambda m: m.group(1) + _MASK, text)
+                if GatewayConfig.from_yaml(text) != running:
+                    text = None
             except (OSError, ValueError):
-                pass
-        return to_yaml(running)
+                text = None
+        if text is None and self._applied is not None and self._applied[0] == running:
+            text = self._applied[1]
+        if text is None:
+            text = re.sub(r"(//[^/@:\s]*:)[^/@\s]*@", r"\1***@", to_yaml(running))
+        token = running.dashboard.token if running.dashboard else None
+        if not token:
+            return text
+        # every standalone occurrence (a quoted scalar, a block scalar...), not parts of longer words
+        return re.sub(r"(?<![\w-])" + re.escape(token) + r"(?![\w-])", _MASK, text)
 
     def _validate(self, text: str) -> tuple[GatewayConfig | None, list[dict[str, Any]]]:
         try:
             data = yaml.safe_load(text)
+        except RecursionError:
+            return None, [{"path": "", "message": "YAML nested too deeply", "line": None}]
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             return None, [{"path": "", "message": f"YAML syntax error: {getattr(exc, 'problem', exc)}",
                            "line": mark.line + 1 if mark else None}]
-        unknown = sorted(set(_ENV_NAME.findall(text)) - self._env_names())
+        allowed = self._env_names()
+        unknown = sorted(set(_ENV_NAME.findall(text)) - allowed)  # (with their lines; the loader checks the values)
         if unknown:
             return None, [{"path": "", "line": text[:text.index("${" + name)].count("\n") + 1,
                            "message": f"${{{name}}}: only environment variables the configuration file already "
@@ -330,7 +343,7 @@ class DashboardApp:
         if isinstance(dashboard, dict) and dashboard.get("token", _MASK) == _MASK and running is not None and running.token:
             dashboard["token"] = running.token  # the view leaves the secret out; an edit keeps it
         try:
-            return load_dict(data), []
+            return load_dict(data, allowed_env=allowed), []
         except ConfigError as exc:
             return None, [{"path": i.path, "message": i.message, "line": issue_line(text, i.path) if i.path else None}
                           for i in exc.issues]
