@@ -35,6 +35,7 @@ __all__ = [
     "TimeoutConfig",
     "UpstreamConfig",
     "WebSocketConfig",
+    "without_password",
 ]
 
 Algorithm = Literal["fixed_window", "sliding_window", "token_bucket", "leaky_bucket"]
@@ -136,9 +137,9 @@ def _exception_names(values: tuple[str, ...]) -> str | None:
     return None
 
 
-def _without_password(url: str) -> str:
-    """``url`` as an error message may show it: a password in it replaced by ``***``."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+def without_password(url: str) -> str:
+    """``url`` (or a text holding URLs) as a message may show it: each password replaced by ``***``."""
+    return re.sub(r"(//[^/@:\s]*:)[^/@\s]*@", r"\1***@", url)
 
 
 def _server_url(value: str) -> str | None:
@@ -146,10 +147,10 @@ def _server_url(value: str) -> str | None:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
-        return f"is not a valid URL ({exc}): {_without_password(value)!r}"
+        return f"is not a valid URL ({exc}): {without_password(value)!r}"
     if parts.username is not None or parts.password is not None:
         # (never sent to the backend, and the URL is shown in 502 answers, logs and metrics' labels)
-        return f"must not hold credentials (user:password@): the gateway does not send them, got {_without_password(value)!r}"
+        return f"must not hold credentials (user:password@): the gateway does not send them, got {without_password(value)!r}"
     if parts.scheme not in ("http", "https"):
         return f"must be an http:// or https:// URL, got {value!r}"
     if not parts.hostname:
@@ -166,16 +167,16 @@ def _storage_url(value: str) -> str | None:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError as exc:
-        return f"is not a valid URL ({exc}): {_without_password(value)!r}"
+        return f"is not a valid URL ({exc}): {without_password(value)!r}"
     if parts.scheme not in ("redis", "rediss", "unix"):
-        return f"must be a redis://, rediss:// or unix:// URL, got {_without_password(value)!r}"
+        return f"must be a redis://, rediss:// or unix:// URL, got {without_password(value)!r}"
     if parts.scheme == "unix":
-        return None if parts.path else f"must name a socket path, got {_without_password(value)!r}"
+        return None if parts.path else f"must name a socket path, got {without_password(value)!r}"
     if not parts.hostname:
-        return f"must name a host, got {_without_password(value)!r}"
+        return f"must name a host, got {without_password(value)!r}"
     if parts.path.strip("/") and not parts.path[1:].isdigit():
         # redis-py would silently use database 0 for anything else
-        return f"must end with a database number (redis://host:port/0), got {_without_password(value)!r}"
+        return f"must end with a database number (redis://host:port/0), got {without_password(value)!r}"
     return None
 
 

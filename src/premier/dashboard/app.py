@@ -42,7 +42,7 @@ from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import Receive, Scope, Send, error_body, send_error
 from premier.config.dump import to_yaml
 from premier.config.loader import issue_line, load_dict
-from premier.config.schema import DashboardConfig, GatewayConfig
+from premier.config.schema import DashboardConfig, GatewayConfig, without_password
 from premier.errors import ConfigError
 from premier.observability.prometheus import CONTENT_TYPE, exposition
 from premier.observability.stats import StatsCollector
@@ -315,7 +315,7 @@ class DashboardApp:
         if text is None and self._applied is not None and self._applied[0] == running:
             text = self._applied[1]
         if text is None:
-            text = re.sub(r"(//[^/@:\s]*:)[^/@\s]*@", r"\1***@", to_yaml(running))
+            text = without_password(to_yaml(running))
         token = running.dashboard.token if running.dashboard else None
         if not token:
             return text
