@@ -552,8 +552,12 @@ def test_env_value_still_validated(monkeypatch):
 def test_secrets_are_never_shown_in_errors(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://default:REDISPASS@127.0.0.1:6379/0x")
     error = config_error("premier:\n  storage: {url: '${REDIS_URL}'}\n")
-    assert_issue(error, "premier.storage.url", "database number")
-    assert "REDISPASS" not in str(error) and "default:***@" in str(error)
+    assert_issue(error, "premier.storage.url", "database number", "${REDIS_URL}")
+    assert "REDISPASS" not in str(error) and "127.0.0.1" not in str(error)  # (nothing of an environment's value)
+    error = config_error("premier:\n  storage: {url: 'redis://default:p@ss-SECRET@127.0.0.1:6379/0x'}\n")
+    assert "SECRET" not in str(error) and "default:***@127.0.0.1" in str(error)  # (a written URL: its password)
+    error = config_error("premier:\n  storage: {url: 'redis://u:pa/ss@h:6379/0'}\n")
+    assert "pa/ss" not in str(error) and "not shown" in str(error)
     error = config_error("premier:\n  servers: ['http://svc:BACKENDPW@127.0.0.1:9000']\n")
     assert_issue(error, "premier.servers[0].url", "must not hold credentials")  # (never sent; shown in 502s)
     assert "BACKENDPW" not in str(error)
@@ -564,13 +568,29 @@ def test_a_billion_laughs_or_deep_nesting_is_refused_at_once():
     laughs = "a0: &a0 [" + ", ".join(["lol"] * 10) + "]\n" + "".join(
         f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9)
     ) + "premier:\n  paths: *a8\n"
+    merges = "x0: &x0 {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7, h: 8, i: 9, j: 10}\n" + "".join(
+        f"x{i}: &x{i} {{<<: [" + ", ".join([f"*x{i - 1}"] * 10) + "]}\n" for i in range(1, 9)
+    ) + "premier: {}\n"  # (merge keys expand while YAML loads: counted on the node graph, before)
     started = time.monotonic()
-    with pytest.raises(ConfigError, match="more than 100000 values"):
-        GatewayConfig.from_yaml(laughs)
+    for text in (laughs, merges):
+        with pytest.raises(ConfigError, match="more than 100000 values"):
+            GatewayConfig.from_yaml(text)
     with pytest.raises(ConfigError, match="nested"):
         GatewayConfig.from_yaml("premier: " + "[" * 5000 + "]" * 5000)
     with pytest.raises(ConfigError, match="nested deeper"):
         GatewayConfig.from_yaml("premier: " + "[" * 100 + "]" * 100)
+    assert time.monotonic() - started < 5
+
+
+def test_references_cannot_make_millions_of_problems_or_characters(monkeypatch):
+    monkeypatch.setenv("BIG", "x" * 40_000)
+    started = time.monotonic()
+    error = config_error("premier:\n  keyspace: '" + "${UNSET_VARIABLE}" * 2000 + "'\n")
+    assert len(error.issues) == 1  # (one problem per variable and value)
+    fan = "a: &a ['" + "${BIG}" * 30 + "']\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\npremier:\n  trusted_proxies: *b\n"
+    error = config_error(fan)
+    assert any("past 1048576 characters" in issue.message for issue in error.issues)
+    assert len(error.issues) <= 200
     assert time.monotonic() - started < 5
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from premier.config.schema import FeaturesConfig, GatewayConfig, ServerConfig
+from premier.config.schema import FeaturesConfig, GatewayConfig, ServerConfig, without_password
 from premier.errors import ConfigError, ConfigIssue
 
 __all__ = ["build", "load_dict", "load_file", "load_yaml", "require"]
@@ -55,9 +55,40 @@ def load_file(path: str | os.PathLike[str]) -> GatewayConfig:
     return load_yaml(text, source=source)
 
 
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load``, but counting the document's values first, on the node graph — where an alias
+    or a merge key (``<<``) is one node, however often it is used: a few lines of nested aliases or
+    merges (a "billion laughs") would otherwise expand to billions while loading. More than
+    ``_MAX_VALUES`` values, or nesting past ``_MAX_DEPTH``: a :class:`ConfigError`."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        stack: list[tuple[yaml.Node, int]] = [(node, 0)]
+        count = 0
+        while stack:
+            item, depth = stack.pop()
+            count += 1
+            if count > _MAX_VALUES:
+                raise ConfigError(f"the configuration has more than {_MAX_VALUES} values (YAML aliases and merges "
+                                  "count each time they are used)")
+            if depth > _MAX_DEPTH:
+                raise ConfigError(f"the configuration is nested deeper than {_MAX_DEPTH} levels")
+            if isinstance(item, yaml.MappingNode):
+                stack.extend((part, depth + 1) for pair in item.value for part in pair)
+            elif isinstance(item, yaml.SequenceNode):
+                stack.extend((part, depth + 1) for part in item.value)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(text: str, *, source: str | None = None) -> GatewayConfig:
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
+    except ConfigError as exc:
+        raise ConfigError(list(exc.issues), source=source) from None
     except RecursionError:
         raise ConfigError(ConfigIssue("YAML", "nested too deeply"), source=source) from None
     except yaml.MarkedYAMLError as exc:
@@ -70,13 +101,15 @@ def load_yaml(text: str, *, source: str | None = None) -> GatewayConfig:
     return load_dict(data, source=source)
 
 
-def issue_line(text: str, path: str) -> int | None:
+def issue_line(text: str, path: str, node: yaml.Node | None = None) -> int | None:
     """The 1-based line of ``path`` (``premier.paths[0].features.rate_limit.quota``) in the YAML
-    ``text``: the deepest part of the path found, or ``None``."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
+    ``text`` (or its ``node``, ``yaml.compose(text)``, composed once for many paths): the deepest part of
+    the path found, or ``None``."""
+    if node is None:
+        try:
+            node = yaml.compose(text)
+        except (yaml.YAMLError, RecursionError):
+            return None
     line = None
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
         if isinstance(node, yaml.MappingNode):
@@ -116,7 +149,8 @@ def load_dict(data: Any, *, source: str | None = None, allowed_env: Collection[s
     body = data["premier"]
     if body is None:
         body = {}
-    body = _substitute_env(body, "premier", issues, allowed_env)
+    substitution = _Substitution(issues, allowed_env)
+    body = substitution(body, "premier")
     config = _convert(body, GatewayConfig, "premier", issues)
     if isinstance(body, Mapping) and isinstance(body.get("paths"), list):
         seen: dict[Any, int] = {}
@@ -137,41 +171,89 @@ def load_dict(data: Any, *, source: str | None = None, allowed_env: Collection[s
             "listens on loopback only",
         ))
     if issues:
-        raise ConfigError(issues, source=source)
+        raise ConfigError(substitution.scrub(issues[:_MAX_ISSUES]), source=source)
     return typing.cast(GatewayConfig, config)
 
 
-def _substitute_env(value: Any, path: str, issues: list[ConfigIssue], allowed: Collection[str] | None = None) -> Any:
-    if isinstance(value, str):
-        if "${" not in value:
-            return value
+_MAX_ISSUES = 200  # problems reported at most (a text can make millions: one per reference, aliases fanning out)
+_MAX_SUBSTITUTED = 1024 * 1024  # characters ${VAR} substitution may produce in all
+
+
+class _Substitution:
+    """One configuration's ``${VAR}`` substitution: the variables it may read, a bound on what it makes,
+    and the values it read, for error messages to leave out (a value may be a secret)."""
+
+    def __init__(self, issues: list[ConfigIssue], allowed: Collection[str] | None) -> None:
+        self.issues = issues
+        self.allowed = allowed
+        self.made = 0
+        self.secrets: dict[str, str] = {}  # value read -> how messages show it
+
+    def report(self, path: str, message: str) -> None:
+        if len(self.issues) < _MAX_ISSUES:
+            self.issues.append(ConfigIssue(path, message))
+
+    def __call__(self, value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            return self._string(value, path) if "${" in value else value
+        if isinstance(value, Mapping):
+            return {k: self(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    def _string(self, value: str, path: str) -> _EnvStr:
+        failed = False
+        refused: set[str] = set()
 
         def replace(match: re.Match[str]) -> str:
+            nonlocal failed
             escaped, name, default = match.groups()
             if escaped:
                 return match.group(0)[1:]
-            if allowed is not None and name not in allowed:
-                issues.append(ConfigIssue(path, f"${{{name}}}: only environment variables the configuration file "
-                                                "already uses can be referenced here"))
+            if self.allowed is not None and name not in self.allowed:
+                failed = True
+                if name not in refused:  # (once per variable and value)
+                    refused.add(name)
+                    self.report(path, f"${{{name}}}: only environment variables the configuration file already "
+                                      "uses can be referenced here")
                 return ""
             found = os.environ.get(name)
             if found is None or (found == "" and default is not None):
                 if default is None:
-                    issues.append(ConfigIssue(path, f"environment variable {name} is not set (and no ${{{name}:-default}})"))
+                    failed = True
+                    if name not in refused:
+                        refused.add(name)
+                        self.report(path, f"environment variable {name} is not set (and no ${{{name}:-default}})")
                     return ""
                 return default
+            if found:
+                self.secrets[found] = "the value of ${" + name + "} (not shown)"
             return found
 
-        before = len(issues)
         substituted = _ENV_REF.sub(replace, value)
-        result = _UnsetEnv(substituted) if len(issues) > before else _EnvStr(substituted)
+        self.made += len(substituted)
+        if self.made > _MAX_SUBSTITUTED:
+            failed = True
+            self.report(path, f"environment variables expand the configuration past {_MAX_SUBSTITUTED} characters")
+            substituted = ""
+        result = _UnsetEnv(substituted) if failed else _EnvStr(substituted)
         result.names = tuple(name for escaped, name, _ in _ENV_REF.findall(value) if not escaped)
         return result
-    if isinstance(value, Mapping):
-        return {k: _substitute_env(v, f"{path}.{k}", issues, allowed) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute_env(v, f"{path}[{i}]", issues, allowed) for i, v in enumerate(value)]
-    return value
+
+    def scrub(self, issues: list[ConfigIssue]) -> list[ConfigIssue]:
+        """``issues`` with every value read from the environment left out of their messages."""
+        secrets = sorted(((v, shown) for v, shown in self.secrets.items() if len(v) >= 3), key=lambda item: -len(item[0]))
+        if not secrets:
+            return issues
+        scrubbed = []
+        for issue in issues:
+            message = issue.message
+            for value, shown in secrets:
+                for form in (value, repr(value)[1:-1], without_password(value)):
+                    message = message.replace(form, shown)
+            scrubbed.append(ConfigIssue(issue.path, message))
+        return scrubbed
 
 
 _MAX_VALUES = 100_000  # values in a configuration, YAML aliases counted each time they are used

@@ -139,7 +139,7 @@ def _exception_names(values: tuple[str, ...]) -> str | None:
 
 def without_password(url: str) -> str:
     """``url`` (or a text holding URLs) as a message may show it: each password replaced by ``***``."""
-    return re.sub(r"(//[^/@:\s]*:)[^/@\s]*@", r"\1***@", url)
+    return re.sub(r"(//[^/@:\s]*:)[^/\s]*@", r"\1***@", url)  # (greedy: a password may hold an @)
 
 
 def _server_url(value: str) -> str | None:
@@ -147,7 +147,9 @@ def _server_url(value: str) -> str | None:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
-        return f"is not a valid URL ({exc}): {without_password(value)!r}"
+        if "@" in value:  # (it may hold credentials its parser could not tell apart: not shown)
+            return "is not a valid URL (it holds credentials, so it is not shown)"
+        return f"is not a valid URL ({exc}): {value!r}"
     if parts.username is not None or parts.password is not None:
         # (never sent to the backend, and the URL is shown in 502 answers, logs and metrics' labels)
         return f"must not hold credentials (user:password@): the gateway does not send them, got {without_password(value)!r}"
@@ -167,7 +169,9 @@ def _storage_url(value: str) -> str | None:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError as exc:
-        return f"is not a valid URL ({exc}): {without_password(value)!r}"
+        if "@" in value:  # (it may hold credentials its parser could not tell apart: not shown)
+            return "is not a valid URL (it holds credentials, so it is not shown)"
+        return f"is not a valid URL ({exc}): {value!r}"
     if parts.scheme not in ("redis", "rediss", "unix"):
         return f"must be a redis://, rediss:// or unix:// URL, got {without_password(value)!r}"
     if parts.scheme == "unix":

@@ -41,7 +41,7 @@ import yaml
 from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import Receive, Scope, Send, error_body, send_error
 from premier.config.dump import to_yaml
-from premier.config.loader import issue_line, load_dict
+from premier.config.loader import issue_line, load_dict, safe_load
 from premier.config.schema import DashboardConfig, GatewayConfig, without_password
 from premier.errors import ConfigError
 from premier.observability.prometheus import CONTENT_TYPE, exposition
@@ -324,7 +324,9 @@ class DashboardApp:
 
     def _validate(self, text: str) -> tuple[GatewayConfig | None, list[dict[str, Any]]]:
         try:
-            data = yaml.safe_load(text)
+            data = safe_load(text)
+        except ConfigError as exc:
+            return None, [{"path": i.path, "message": i.message, "line": None} for i in exc.issues]
         except RecursionError:
             return None, [{"path": "", "message": "YAML nested too deeply", "line": None}]
         except yaml.YAMLError as exc:
@@ -345,7 +347,8 @@ class DashboardApp:
         try:
             return load_dict(data, allowed_env=allowed), []
         except ConfigError as exc:
-            return None, [{"path": i.path, "message": i.message, "line": issue_line(text, i.path) if i.path else None}
+            node = yaml.compose(text)  # (once, for every issue's line)
+            return None, [{"path": i.path, "message": i.message, "line": issue_line(text, i.path, node) if i.path else None}
                           for i in exc.issues]
 
     def _env_names(self) -> set[str]:
@@ -361,7 +364,7 @@ class DashboardApp:
 
     def _unsaveable(self, text: str, config: GatewayConfig) -> str | None:
         """Why ``text`` must not be written to the file: it would not load back as ``config``."""
-        data = yaml.safe_load(text)
+        data = safe_load(text)
         section = data.get("premier") if isinstance(data, dict) else None
         dashboard = section.get("dashboard") if isinstance(section, dict) else None
         if config.dashboard is not None and config.dashboard.token and (
