@@ -356,6 +356,28 @@ def test_a_cross_site_page_cannot_apply_a_config_nor_a_rebound_name_open_the_das
         assert status == 200
 
 
+def test_scripts_with_the_token_and_pages_behind_a_host_rewriting_proxy_are_not_refused() -> None:
+    with running() as (client, _):  # a deploy script: the bearer token, curl's default content type
+        status, _, _, _ = _raw_post(client, f"{P}/api/config/validate", json.dumps({"yaml": "premier: {}"}),
+                                    {"Content-Type": "application/x-www-form-urlencoded", **bearer()})
+        assert status == 200
+    with running("premier: {dashboard: {open_on_loopback: true}}") as (client, _):
+        # the dashboard's page behind nginx's default (Host: the upstream address), as the browser says it
+        behind = {"Content-Type": "application/json", "Origin": "https://dash.example.com",
+                  "Sec-Fetch-Site": "same-origin", "Host": f"127.0.0.1:{client.port}"}
+        status, _, _, _ = _raw_post(client, f"{P}/api/config/validate", json.dumps({"yaml": "premier: {}"}), behind)
+        assert status == 200
+
+
+def test_the_written_out_view_hides_a_storage_password_and_applying_it_keeps_the_password() -> None:
+    url = "redis://default:STORE-PW@127.0.0.1:1/0"  # (never connected to: the view and Apply are all that run)
+    with running(YAML.replace("premier:\n", f"premier:\n  storage: {{url: '{url}'}}\n", 1)) as (client, gateway):
+        view = client.json("GET", f"{P}/api/config", **bearer())[1]["yaml"]
+        assert "STORE-PW" not in view and "default:***@127.0.0.1:1/0" in view
+        assert client.json("POST", f"{P}/api/config", {"yaml": view.replace("quota: 3", "quota: 4")}, **bearer())[0] == 200
+        assert gateway.config.storage is not None and gateway.config.storage.url == url
+
+
 def test_odd_login_and_json_bodies_are_4xx_not_500() -> None:
     with running() as (client, _):
         assert client.json("POST", f"{P}/api/login", {"token": "\ud800abc"})[0] == 401  # (a lone surrogate)

@@ -319,8 +319,8 @@ class DashboardApp:
         token = running.dashboard.token if running.dashboard else None
         if not token:
             return text
-        # every standalone occurrence (a quoted scalar, a block scalar...), not parts of longer words
-        return re.sub(r"(?<![\w-])" + re.escape(token) + r"(?![\w-])", _MASK, text)
+        # every occurrence that is not part of a longer word (a quoted or block scalar, a ${VAR:-default})
+        return re.sub(r"(?<!\w)" + re.escape(token) + r"(?!\w)", _MASK, text)
 
     def _validate(self, text: str) -> tuple[GatewayConfig | None, list[dict[str, Any]]]:
         try:
@@ -344,6 +344,11 @@ class DashboardApp:
         dashboard = section.get("dashboard") if isinstance(section, dict) else None
         if isinstance(dashboard, dict) and dashboard.get("token", _MASK) == _MASK and running is not None and running.token:
             dashboard["token"] = running.token  # the view leaves the secret out; an edit keeps it
+        storage = section.get("storage") if isinstance(section, dict) else None
+        running_storage = self.gateway.config.storage
+        if (isinstance(storage, dict) and running_storage is not None and isinstance(storage.get("url"), str)
+                and "***@" in storage["url"] and storage["url"] == without_password(running_storage.url)):
+            storage["url"] = running_storage.url  # (so is the storage URL's password)
         try:
             return load_dict(data, allowed_env=allowed), []
         except ConfigError as exc:
@@ -372,6 +377,10 @@ class DashboardApp:
         ):
             return ('the text has no dashboard token of its own (the view hides it): write one, e.g. '
                     'token: "${PREMIER_DASHBOARD_TOKEN}", before saving')
+        storage = section.get("storage") if isinstance(section, dict) else None
+        if isinstance(storage, dict) and "***@" in str(storage.get("url", "")):
+            return ('the storage URL has no password of its own (the view hides it): write it, e.g. '
+                    'url: "${REDIS_URL}", before saving')
         return None
 
     def _save(self, text: str) -> None:
@@ -395,20 +404,31 @@ class DashboardApp:
 
 def _cross_site(scope: Scope) -> str | None:
     """Why a POST must be refused as one a browser sent for another site (CSRF, or a page on a name
-    rebound to this address), or ``None``. The dashboard's own page sends JSON from its own origin;
-    a cross-site page can send neither ``application/json`` (that needs a CORS preflight, never
-    granted here) nor its origin as this one."""
+    rebound to this address), or ``None``. The dashboard's own page sends JSON from its own origin; a
+    cross-site page can send neither ``application/json`` nor an ``Authorization`` header (both need a
+    CORS preflight, never granted here), nor its origin as this one. A request with a bearer token is a
+    script's (curl, a deploy job), never a browser's on its own: it is not asked for any of this."""
+    authorization = _header(scope, b"authorization")
+    if authorization and authorization[:7].lower() == "bearer ":
+        return None
     content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
     if content_type != "application/json":
         return "a POST to the dashboard must be application/json"
-    origin = _header(scope, b"origin")
-    host = _header(scope, b"host")
-    if origin is not None and (not host or origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower())):
-        return "cross-origin request refused"
     site = _header(scope, b"sec-fetch-site")
-    if site is not None and site.lower() not in ("same-origin", "none"):
-        return "cross-site request refused"
+    if site is not None:  # (the browser's own word: right behind a proxy that rewrites Host, too)
+        return None if site.lower() in ("same-origin", "none") else "cross-site request refused"
+    origin = _header(scope, b"origin")
+    if origin is not None and _origin_host(origin) != _origin_host(f"{origin.split('://', 1)[0]}://{_header(scope, b'host')}"):
+        return "cross-origin request refused"
     return None
+
+
+def _origin_host(origin: str) -> str:
+    """``scheme://host:port`` of an origin, lower-case, its port written out (80, 443 when left out)."""
+    scheme, _, host = origin.lower().partition("://")
+    if not host.endswith("]") and ":" in host.rsplit("]", 1)[-1]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{443 if scheme == 'https' else 80}"
 
 
 def _loopback_host(host: str | None) -> bool:
