@@ -13,7 +13,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -65,20 +65,9 @@ def safe_load(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        stack: list[tuple[yaml.Node, int]] = [(node, 0)]
-        count = 0
-        while stack:
-            item, depth = stack.pop()
-            count += 1
-            if count > _MAX_VALUES:
-                raise ConfigError(f"the configuration has more than {_MAX_VALUES} values (YAML aliases and merges "
-                                  "count each time they are used)")
-            if depth > _MAX_DEPTH:
-                raise ConfigError(f"the configuration is nested deeper than {_MAX_DEPTH} levels")
-            if isinstance(item, yaml.MappingNode):
-                stack.extend((part, depth + 1) for pair in item.value for part in pair)
-            elif isinstance(item, yaml.SequenceNode):
-                stack.extend((part, depth + 1) for part in item.value)
+        problem = _too_large(node, _node_children)
+        if problem:
+            raise ConfigError(problem)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -134,7 +123,7 @@ def load_dict(data: Any, *, source: str | None = None, allowed_env: Collection[s
     environment variables ``${VAR}`` may read (``None``: any; the dashboard's edits may read only those
     the configuration file already uses)."""
     issues: list[ConfigIssue] = []
-    problem = _too_large(data)
+    problem = _too_large(data, _value_children)
     if problem:
         raise ConfigError(problem, source=source)
     if not isinstance(data, Mapping):
@@ -260,23 +249,34 @@ _MAX_VALUES = 100_000  # values in a configuration, YAML aliases counted each ti
 _MAX_DEPTH = 64
 
 
-def _too_large(data: Any) -> str | None:
-    """Why ``data`` is refused before anything walks it: more than ``_MAX_VALUES`` values (a few lines of
-    nested YAML aliases, a "billion laughs", expand to billions) or nested deeper than ``_MAX_DEPTH``."""
-    stack: list[tuple[Any, int]] = [(data, 0)]
+def _too_large(root: Any, children: Callable[[Any], Iterable[Any]]) -> str | None:
+    """Why a document is refused before anything walks it — more than ``_MAX_VALUES`` values (a few lines
+    of nested YAML aliases or merges, a "billion laughs", expand to billions) or nesting past
+    ``_MAX_DEPTH`` — counted from ``root`` down through ``children`` (of a loaded value, or of a YAML
+    node: a shared one counts each time it is reached)."""
+    stack: list[tuple[Any, int]] = [(root, 0)]
     count = 0
     while stack:
         value, depth = stack.pop()
         count += 1
         if count > _MAX_VALUES:
-            return f"the configuration has more than {_MAX_VALUES} values (YAML aliases count each time they are used)"
+            return f"the configuration has more than {_MAX_VALUES} values (YAML aliases and merges count each time they are used)"
         if depth > _MAX_DEPTH:
             return f"the configuration is nested deeper than {_MAX_DEPTH} levels"
-        if isinstance(value, Mapping):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+        stack.extend((child, depth + 1) for child in children(value))
     return None
+
+
+def _value_children(value: Any) -> Iterable[Any]:
+    if isinstance(value, Mapping):
+        return value.values()
+    return value if isinstance(value, list) else ()
+
+
+def _node_children(node: yaml.Node) -> Iterable[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return (part for pair in node.value for part in pair)
+    return node.value if isinstance(node, yaml.SequenceNode) else ()
 
 
 @cache

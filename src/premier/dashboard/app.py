@@ -144,7 +144,7 @@ class DashboardApp:
             text = request.get("yaml")
             if not isinstance(text, str):
                 return await _error(send, 400, "the body must be JSON with a 'yaml' string")
-            config, errors = self._validate(text)
+            config, errors, unsaveable = self._validate(text)
             if endpoint == "config/validate":
                 return await _json(send, 200, {"ok": not errors, "errors": errors} if errors else {"ok": True})
             if config is None:
@@ -153,7 +153,7 @@ class DashboardApp:
             if save and not self._can_save(settings):
                 return await _error(send, 403, "saving is not enabled (dashboard.save_config and a configuration file)")
             if save:
-                problem = self._unsaveable(text, config)
+                problem = unsaveable
                 if problem is None:
                     try:
                         self._save(text)
@@ -322,39 +322,53 @@ class DashboardApp:
         # every occurrence that is not part of a longer word (a quoted or block scalar, a ${VAR:-default})
         return re.sub(r"(?<!\w)" + re.escape(token) + r"(?!\w)", _MASK, text)
 
-    def _validate(self, text: str) -> tuple[GatewayConfig | None, list[dict[str, Any]]]:
+    def _validate(self, text: str) -> tuple[GatewayConfig | None, list[dict[str, Any]], str | None]:
+        """The configuration ``text`` stands for, or its errors; and why the text must not be saved (it
+        would not load back as that configuration: the view left a secret out, which the running
+        configuration filled in), or ``None``."""
         try:
             data = safe_load(text)
         except ConfigError as exc:
-            return None, [{"path": i.path, "message": i.message, "line": None} for i in exc.issues]
+            return None, [{"path": i.path, "message": i.message, "line": None} for i in exc.issues], None
         except RecursionError:
-            return None, [{"path": "", "message": "YAML nested too deeply", "line": None}]
+            return None, [{"path": "", "message": "YAML nested too deeply", "line": None}], None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             return None, [{"path": "", "message": f"YAML syntax error: {getattr(exc, 'problem', exc)}",
-                           "line": mark.line + 1 if mark else None}]
+                           "line": mark.line + 1 if mark else None}], None
         allowed = self._env_names()
         unknown = sorted(set(_ENV_NAME.findall(text)) - allowed)  # (with their lines; the loader checks the values)
         if unknown:
             return None, [{"path": "", "line": text[:text.index("${" + name)].count("\n") + 1,
                            "message": f"${{{name}}}: only environment variables the configuration file already "
-                                      "uses can be referenced from the dashboard"} for name in unknown]
-        running = self.gateway.config.dashboard
+                                      "uses can be referenced from the dashboard"} for name in unknown], None
         section = data.get("premier") if isinstance(data, dict) else None
         dashboard = section.get("dashboard") if isinstance(section, dict) else None
-        if isinstance(dashboard, dict) and dashboard.get("token", _MASK) == _MASK and running is not None and running.token:
-            dashboard["token"] = running.token  # the view leaves the secret out; an edit keeps it
         storage = section.get("storage") if isinstance(section, dict) else None
-        running_storage = self.gateway.config.storage
-        if (isinstance(storage, dict) and running_storage is not None and isinstance(storage.get("url"), str)
-                and "***@" in storage["url"] and storage["url"] == without_password(running_storage.url)):
-            storage["url"] = running_storage.url  # (so is the storage URL's password)
+        # The view leaves the token and a storage URL's password out; an edit keeps the running ones.
+        running = self.gateway.config
+        token_left_out = isinstance(dashboard, dict) and dashboard.get("token", _MASK) == _MASK
+        if token_left_out and isinstance(dashboard, dict) and running.dashboard is not None and running.dashboard.token:
+            dashboard["token"] = running.dashboard.token
+        url = storage.get("url") if isinstance(storage, dict) else None
+        password_left_out = isinstance(url, str) and "***@" in url
+        if (password_left_out and isinstance(storage, dict) and running.storage is not None
+                and url == without_password(running.storage.url)):
+            storage["url"] = running.storage.url
         try:
-            return load_dict(data, allowed_env=allowed), []
+            config = load_dict(data, allowed_env=allowed)
         except ConfigError as exc:
             node = yaml.compose(text)  # (once, for every issue's line)
             return None, [{"path": i.path, "message": i.message, "line": issue_line(text, i.path, node) if i.path else None}
-                          for i in exc.issues]
+                          for i in exc.issues], None
+        unsaveable = None
+        if token_left_out and config.dashboard is not None and config.dashboard.token:
+            unsaveable = ('the text has no dashboard token of its own (the view hides it): write one, e.g. '
+                          'token: "${PREMIER_DASHBOARD_TOKEN}", before saving')
+        elif password_left_out:
+            unsaveable = ('the storage URL has no password of its own (the view hides it): write it, e.g. '
+                          'url: "${REDIS_URL}", before saving')
+        return config, [], unsaveable
 
     def _env_names(self) -> set[str]:
         """The environment variables the configuration file references (the dashboard may use those,
@@ -366,22 +380,6 @@ class DashboardApp:
 
     def _can_save(self, settings: DashboardConfig) -> bool:
         return settings.save_config and self.source is not None
-
-    def _unsaveable(self, text: str, config: GatewayConfig) -> str | None:
-        """Why ``text`` must not be written to the file: it would not load back as ``config``."""
-        data = safe_load(text)
-        section = data.get("premier") if isinstance(data, dict) else None
-        dashboard = section.get("dashboard") if isinstance(section, dict) else None
-        if config.dashboard is not None and config.dashboard.token and (
-            not isinstance(dashboard, dict) or dashboard.get("token", _MASK) == _MASK
-        ):
-            return ('the text has no dashboard token of its own (the view hides it): write one, e.g. '
-                    'token: "${PREMIER_DASHBOARD_TOKEN}", before saving')
-        storage = section.get("storage") if isinstance(section, dict) else None
-        if isinstance(storage, dict) and "***@" in str(storage.get("url", "")):
-            return ('the storage URL has no password of its own (the view hides it): write it, e.g. '
-                    'url: "${REDIS_URL}", before saving')
-        return None
 
     def _save(self, text: str) -> None:
         assert self.source is not None

@@ -276,7 +276,7 @@ class ReverseProxy:
                 body = _LENGTH
             lines += (name, b": ", value, b"\r\n")
         if connection is not None:
-            lines = _withoutconnection_options(lines, connection)
+            lines = _without_connection_options(lines, connection)
         if forwarded_for is None and forwarded_proto is None and forwarded_host is None:
             # the usual request (none of its own): the lines for its peer, made once per address
             client = scope.get("client")
@@ -373,7 +373,7 @@ def connection_options(value: bytes) -> set[bytes]:
     return {token.strip() for token in lowered.split(b",")} - {b"close", b"keep-alive", b""}
 
 
-def _withoutconnection_options(lines: list[bytes], connection: bytes) -> list[bytes]:
+def _without_connection_options(lines: list[bytes], connection: bytes) -> list[bytes]:
     options = connection_options(connection)
     if not options:
         return lines
