@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import http.client
 import json
@@ -16,9 +18,11 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
+import uvloop
 
 from _servers import Process, backend, free_port, raw_get, serve, serve_premier
 from premier.asgi import ASGIGateway, GatewayConfig
+from premier.proxy.http1 import UpstreamClosed, open_connection
 
 
 @pytest.fixture(scope="module")
@@ -494,6 +498,37 @@ def test_a_backend_refusing_an_upload_early_and_closing_is_answered_as_it_said(g
         with gateway(cfg) as url:
             answers = [request(url, "/upload", method="POST", body=b"x" * (8 * 1024 * 1024))[::2] for _ in range(5)]
     assert answers == [(413, b"big!")] * 5  # never a 502, and the backend never counted as failing (no 503)
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_an_answer_that_came_ahead_of_a_reset_is_read(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    # The race behind the test above, made certain: the backend's 413 and its reset have both arrived
+    # before the proxy writes again, so the write meets the reset before the loop has read the answer.
+    closed = threading.Event()
+
+    def refuse_and_close(connection: socket.socket) -> None:
+        connection.recv(1024)
+        connection.sendall(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+        closed.set()  # (and the close, with the body unread, resets the connection)
+
+    async def upload(url: str) -> tuple[int, bytes | None]:
+        host, port = url.removeprefix("http://").split(":")
+        connection = await open_connection(host, int(port), ssl_context=None, timeout=5)
+        connection.start_response(head_only=False)
+        connection.write(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n" + b"x" * 65536)
+        assert closed.wait(5)
+        time.sleep(0.2)  # (blocking: the loop reads nothing meanwhile, and the reset lands)
+        with contextlib.suppress(UpstreamClosed):
+            connection.write(b"x" * 65536)
+        await connection.read_head(5)
+        return connection.status, await connection.read_body(5)
+
+    loop = loop_factory()
+    try:
+        with raw_backend(refuse_and_close) as url:
+            assert loop.run_until_complete(upload(url)) == (413, b"big!")
+    finally:
+        loop.close()
 
 
 def test_a_backend_that_stops_reading_an_upload_gets_a_504_not_a_hang(gateway: Gateway) -> None:

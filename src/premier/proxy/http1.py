@@ -9,6 +9,8 @@ so a slow client never makes the gateway hold more than about ``HIGH_WATER`` byt
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 from collections import deque
 from typing import Any
@@ -194,6 +196,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is not None and not self.complete:
+            self._read_what_is_left()
         if self.until_close and self.head_done and exc is None:
             self.complete = True  # the close is the end of this body
         elif not self.complete and self.error is None:
@@ -206,6 +210,29 @@ class UpstreamConnection(asyncio.Protocol):
             self.listener.on_data()
         else:
             self._wake()
+
+    def _read_what_is_left(self) -> None:
+        """A backend that answers early (a 413 to an upload) and closes without reading the rest of the
+        body resets the connection. The transport may report the reset, met while writing, before it has
+        read the answer that came ahead of it; the kernel still holds that answer until the socket is
+        closed, which happens after this call: it is read here, up to the high-water mark."""
+        transport = self.transport
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return  # (TLS records cannot be fed to the parser)
+        sock = transport.get_extra_info("socket")
+        try:
+            fd = sock.fileno() if sock is not None else -1
+            if fd < 0:
+                return
+            with socket.socket(fileno=os.dup(fd)) as left:
+                while self._buffered < HIGH_WATER and not self.complete and self.error is None:
+                    data = left.recv(HIGH_WATER - self._buffered, socket.MSG_DONTWAIT)
+                    if not data:
+                        break
+                    self.received = True
+                    self.parser.feed_data(data)
+        except (OSError, httptools.HttpParserError, httptools.HttpParserUpgrade):
+            pass  # nothing left to read, or nothing usable: the reset stands
 
     def pause_writing(self) -> None:
         self._drain = self.loop.create_future()
