@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from _servers import Process, backend, free_port, gateway_process
 
 ROOT = Path(__file__).resolve().parent.parent
+PREMIER = str(Path(sysconfig.get_path("scripts")) / "premier")  # the command ``pip install`` made
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -222,10 +224,24 @@ def test_plugin_mode_serves_an_app_without_lifespan_support(tmp_path: Path) -> N
     config = tmp_path / "gateway.yaml"
     config.write_text("premier:\n  keyspace: plain\n")
     port = free_port()
-    args = [sys.executable, "-m", "premier.cli", "serve", str(config), "--app", f"{tmp_path / 'plain.py'}:app",
+    # As module:attribute, from the directory that holds it, as with uvicorn: no PYTHONPATH needed. (The
+    # installed command, as a user runs it: ``python -m`` would put the directory on the path itself.)
+    args = [PREMIER, "serve", "gateway.yaml", "--app", "plain:app",
             "--port", str(port), "--log-level", "warning"]
-    with Process(args, port):
+    with Process(args, port, cwd=tmp_path):
         assert get(port, "/")[2] == b"plain"
+
+
+def test_an_app_module_that_is_nowhere_is_named(tmp_path: Path) -> None:
+    (tmp_path / "gateway.yaml").write_text("premier:\n  keyspace: x\n")
+    (tmp_path / "broken.py").write_text("import not_installed_anywhere\napp = None\n")
+    for target, expected in [
+        ("nowhere:app", "premier serve: --app: no module named 'nowhere' in the current directory nor among the installed packages"),
+        ("broken:app", "No module named 'not_installed_anywhere'"),  # (found: what it imports is missing)
+    ]:
+        done = subprocess.run([PREMIER, "serve", "gateway.yaml", "--app", target],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0 and expected in done.stderr, done.stderr
 
 
 async def test_a_file_changed_while_the_gateway_started_is_loaded_when_its_watcher_starts(tmp_path: Path) -> None:

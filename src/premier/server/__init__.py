@@ -37,7 +37,17 @@ def load_app(target: str) -> Any:
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)
     else:
-        module = importlib.import_module(location)
+        # As uvicorn does: a module next to where ``premier serve`` runs is found without PYTHONPATH.
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(location)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (location == exc.name or location.startswith(exc.name + ".")):
+                raise  # (the module was found: something it imports is missing)
+            raise ValueError(
+                f"--app: no module named {exc.name!r} in the current directory nor among the installed packages"
+            ) from None
     try:
         return getattr(module, attribute)
     except AttributeError:
