@@ -168,3 +168,21 @@ def test_check_into_a_closed_pipe_exits_quietly(tmp_path):
         timeout=30,
     )
     assert result.stdout == "ok:" and "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_every_configuration_in_the_readme_checks_without_a_note(tmp_path, capsys, monkeypatch):
+    # The README's YAML is what users copy: each whole one (a top-level premier:) must pass as it stands,
+    # and with nothing premier check would remark on (a setting it ignores, a cache_key it cannot fill).
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    configurations = [text for text in re.findall(r"```yaml\n(.*?)```", readme, re.S) if text.startswith("premier:")]
+    assert len(configurations) >= 3
+    monkeypatch.setenv("PREMIER_DASHBOARD_TOKEN", "a-token-for-the-test")
+    for number, text in enumerate(configurations):
+        path = tmp_path / f"readme-{number}.yaml"
+        path.write_text(text, encoding="utf-8")
+        assert main(["check", str(path)]) == 0, capsys.readouterr()
+        out, err = capsys.readouterr()
+        assert "note:" not in out + err, text
