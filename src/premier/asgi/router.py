@@ -48,7 +48,9 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
             parts.append(re.escape(token))
     if optional_tail:
         parts.append("(?:/.*)?")
-    return re.compile("".join(parts) + r"\Z", re.DOTALL)
+    # A final newline is ignored, as Starlette's and FastAPI's routes ignore it (their regexes end in
+    # ``$``): ``/admin%0A`` reaches the ``/admin`` route, so it must get the ``/admin`` policy too.
+    return re.compile("".join(parts) + r"\n?\Z", re.DOTALL)
 
 
 def normalize_path(path: str) -> str:
