@@ -18,7 +18,7 @@ import uvicorn
 
 
 @contextlib.contextmanager
-def serve(app: Any, *, lifespan: str = "auto", ws: str = "none") -> Iterator[str]:
+def serve(app: Any, *, lifespan: str = "auto", ws: str = "none", root_path: str = "") -> Iterator[str]:
     """Runs ``app`` under uvicorn (httptools; WebSockets with ``ws="websockets-sansio"``) on 127.0.0.1 and
     yields its base URL; stops it after."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -26,7 +26,7 @@ def serve(app: Any, *, lifespan: str = "auto", ws: str = "none") -> Iterator[str
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", ws=ws, http="httptools", lifespan=lifespan, proxy_headers=False,
-                            ws_max_size=64 * 1024 * 1024)
+                            ws_max_size=64 * 1024 * 1024, root_path=root_path)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -151,6 +151,26 @@ def test_path_normalisation_bypasses_are_refused(site: tuple[httpx.Client, AppSt
     assert json.loads(body)["status"] == 429
 
 
+@pytest.mark.parametrize("bypass", ["/../api/admin/x", "/x/../../api/admin/x", "//../api/admin/x"])
+def test_a_dot_segment_cannot_climb_out_of_the_root_path(bypass: str) -> None:
+    # Behind a proxy that serves the app under /v1 (uvicorn --root-path): the policy is written for the
+    # full path; a ".." must resolve within the app's part of it, which is the part Starlette routes.
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    app = Starlette(routes=[Route("/api/admin/{rest:path}", lambda request: PlainTextResponse("admin"))])
+    config = GatewayConfig.from_yaml(
+        "premier:\n  paths:\n    - pattern: /v1/api/admin/*\n"
+        "      features: {rate_limit: {quota: 1, duration: 60, algorithm: fixed_window}}\n"
+    )
+    with serve(ASGIGateway(config, app=app), root_path="/v1") as base_url:
+        first = raw_get(base_url, "/api/admin/x")
+        assert (first[0], first[2], "ratelimit" in first[1]) == (200, b"admin", True)
+        status, _, body = raw_get(base_url, bypass)
+    assert status == 429, f"{bypass} slipped past the /v1/api/admin/* policy: {status} {body!r}"
+
+
 def test_fastapi_background_tasks_outlive_the_timeout() -> None:
     from fastapi import FastAPI
 
