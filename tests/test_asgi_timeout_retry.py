@@ -269,6 +269,14 @@ async def test_bodies_over_max_body_bytes_are_sent_once_and_intact(sleeps: _Slee
     assert sleeps.waits == []
 
 
+async def test_a_body_over_max_body_bytes_in_one_part_is_sent_once_too(sleeps: _SleepRecorder) -> None:
+    app = flaky(1)
+    response = await call(retry_gateway(app, max_body_bytes=10), "PUT", body=[b"x" * 50])
+    assert response.status == 503
+    assert app.bodies == [b"x" * 50]
+    assert sleeps.waits == []
+
+
 async def test_body_within_max_body_bytes_is_retried(sleeps: _SleepRecorder) -> None:
     app = flaky(1)
     response = await call(retry_gateway(app, max_body_bytes=10), "PUT", body=[b"12345", b"67890"])

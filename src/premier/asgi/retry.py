@@ -99,10 +99,10 @@ class RetryStep:
         if ex.scope["method"] not in _IDEMPOTENT and ex.header(b"idempotency-key") is None:
             await self.next(ex)
             return
-        body, complete = await self._read_body(ex.receive)
+        body, more = await self._read_body(ex.receive)
         client_receive, outer_send = ex.receive, ex.send
-        if not complete:
-            ex.receive = _replay(body, client_receive, more_body=True)
+        if more or len(body) > self.max_body_bytes:  # (not kept for a replay: sent once)
+            ex.receive = _replay(body, client_receive, more_body=more)
             await self.next(ex)
             return
         policy = self.policy
@@ -141,18 +141,19 @@ class RetryStep:
             ex.receive, ex.send = client_receive, outer_send
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
-        """The request body, and whether it was read whole (False: over ``max_body_bytes``)."""
+        """The request body, or its first part once past ``max_body_bytes``; and whether more is to
+        come from the client (the rest of it, or the disconnect of a client that left before the end)."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 # The client left before sending its body; let the app see that as it would.
-                return b"".join(chunks), False
+                return b"".join(chunks), True
             chunk = message.get("body", b"")
             chunks.append(chunk)
             size += len(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks), True
-            if size > self.max_body_bytes:
                 return b"".join(chunks), False
+            if size > self.max_body_bytes:
+                return b"".join(chunks), True
