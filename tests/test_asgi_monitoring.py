@@ -103,6 +103,17 @@ async def test_slow_requests_are_logged(caplog: pytest.LogCaptureFixture) -> Non
     assert 0.04 <= seconds < 1
 
 
+async def test_a_newline_in_the_path_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    # /x%0A2025-01-01 ... WARNING premier: admin login ok: a decoded path keeps its control characters
+    gateway = ASGIGateway(paths(("/*", {"monitoring": {"log_threshold": 0}})), app=Backend())
+    with caplog.at_level(logging.WARNING, logger="premier"):
+        await call(gateway, path="/x\n2025-01-01 00:00:00 WARNING premier: admin login ok\r\x1b[2J")
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message and "\x1b" not in message
+    assert "/x\\n2025-01-01 00:00:00 WARNING premier: admin login ok\\r\\x1b[2J" in message
+
+
 async def test_fast_requests_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     gateway = ASGIGateway(paths(("/*", {"monitoring": {"log_threshold": 5}})), app=Backend())
     with caplog.at_level(logging.DEBUG, logger="premier"):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from premier.asgi.exchange import ASGIApp, Exchange, Rejection, send_error
+from premier.asgi.exchange import ASGIApp, Exchange, Rejection, printable, send_error
 from premier.config.schema import MonitoringConfig
 from premier.observability.events import Events, RequestEvent
 
@@ -93,7 +93,7 @@ class Entry:
         logger.warning(
             "slow request: %s %s -> %s in %.3fs (threshold %.3fs, client %s)",
             ex.scope["method"],
-            ex.path,
+            printable(ex.path),
             ex.status or "no response",
             duration,
             self.log_threshold,

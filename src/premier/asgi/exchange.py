@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-__all__ = ["ASGIApp", "Exchange", "Message", "Receive", "Rejection", "Scope", "Send", "error_body", "error_headers", "send_error"]
+__all__ = ["ASGIApp", "Exchange", "Message", "Receive", "Rejection", "Scope", "Send", "error_body", "error_headers", "printable", "send_error"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -102,6 +102,12 @@ class Exchange:
             if key == name:
                 return value  # type: ignore[no-any-return]
         return None
+
+
+def printable(text: str) -> str:
+    """A client's text (a decoded path) as a log line may show it: with control characters escaped, so
+    that a ``%0A`` cannot start a forged line of its own."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def error_body(status: int, message: str) -> bytes:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 from premier.asgi.chain import Step
-from premier.asgi.exchange import Exchange, Message, Receive, Rejection, Send
+from premier.asgi.exchange import Exchange, Message, Receive, Rejection, Send, printable
 from premier.config.schema import RetryConfig
 from premier.features.retry import RetryPolicy
 
@@ -132,7 +132,7 @@ class RetryStep:
                     reason = f"status {ex.upstream_status}"
                 logger.info(
                     "retrying %s %s in %.3gs: attempt %d/%d failed (%s)",
-                    ex.scope["method"], ex.path, wait, attempt, policy.max_attempts, reason,
+                    ex.scope["method"], printable(ex.path), wait, attempt, policy.max_attempts, reason,
                 )
                 if wait:
                     await asyncio.sleep(wait)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from premier.asgi.chain import retry_after_header
-from premier.asgi.exchange import ASGIApp, Message, Receive, Scope, Send, error_body
+from premier.asgi.exchange import ASGIApp, Message, Receive, Scope, Send, error_body, printable
 from premier.config.schema import FeaturesConfig
 from premier.features.ratelimit import RateLimiter
 from premier.features.ratelimit.sliding_window import SlidingWindow
@@ -199,7 +199,7 @@ class _Connection:
 
     async def _close(self, code: int, reason: str) -> Message:
         """Closes the client's connection for a policy reason; the app sees it as the client leaving."""
-        logger.info("websocket %s closed by the gateway: %s (%d)", self.event.path, reason, code)
+        logger.info("websocket %s closed by the gateway: %s (%d)", printable(self.event.path), reason, code)
         self.closed_by_policy = (code, reason)
         self.event.close_code = code
         if not self.closing:
@@ -227,7 +227,7 @@ class _Connection:
             self.closed_by_policy = (GOING_AWAY, "idle timeout")
             self.event.close_code = GOING_AWAY
             self.closing = True
-            logger.info("websocket %s closed by the gateway: idle for %gs", self.event.path, timeout)
+            logger.info("websocket %s closed by the gateway: idle for %gs", printable(self.event.path), timeout)
             self.close_task = asyncio.ensure_future(
                 self.client_send({"type": "websocket.close", "code": GOING_AWAY, "reason": "idle timeout"})
             )

@@ -33,7 +33,7 @@ from urllib.parse import quote, unquote
 
 from premier.asgi.chain import retry_after_header
 from premier.asgi.client import ClientIdentity
-from premier.asgi.exchange import Message, Receive, Scope, Send, error_body, send_error
+from premier.asgi.exchange import Message, Receive, Scope, Send, error_body, printable, send_error
 from premier.proxy.http1 import UpstreamClosed, UpstreamConnection, UpstreamTimeout
 from premier.proxy.pool import Backend, UpstreamPool
 
@@ -145,7 +145,7 @@ class ReverseProxy:
         if failure is None:
             status, message = 503, "no healthy upstream server"
             headers = [retry_after_header(pool.retry_after())]
-            logger.warning("upstream: no healthy server among %d (%s %s)", len(pool.backends), method, scope["path"])
+            logger.warning("upstream: no healthy server among %d (%s %s)", len(pool.backends), method, printable(scope["path"]))
         else:
             status, message, headers = failure.status, failure_message(tried[-1], failure), []
         await send_error(send, status, error_body(status, message), headers)
@@ -398,7 +398,7 @@ def request_bytes(method: str, backend: Backend, target: bytes, host: bytes | No
 
 
 def log_failure(backend: Backend, failed: AttemptFailed, scope: Scope) -> None:
-    logger.warning("upstream %s: %s (%s %s)", backend.url, failed.message, scope["method"], scope["path"])
+    logger.warning("upstream %s: %s (%s %s)", backend.url, failed.message, scope["method"], printable(scope["path"]))
 
 
 def failure_message(backend: Backend, failed: AttemptFailed) -> str:

@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from premier.asgi.client import ClientIdentity
-from premier.asgi.exchange import Receive, Scope, Send, error_body
+from premier.asgi.exchange import Receive, Scope, Send, error_body, printable
 from premier.proxy.pool import Backend, UpstreamPool
 from premier.proxy.reverse_proxy import REWRITTEN_REQUEST_HEADERS, AttemptFailed, forwarded_headers, upstream_target
 
@@ -103,7 +103,7 @@ class WebSocketRelay:
                 backend.health.success(pool.clock())
                 backend.in_flight += 1
                 return upstream, backend
-            logger.warning("upstream %s: websocket %s (%s)", backend.url, refused.message, scope["path"])
+            logger.warning("upstream %s: websocket %s (%s)", backend.url, refused.message, printable(scope["path"]))
             if not refused.failover:
                 break
         if refused is None:
