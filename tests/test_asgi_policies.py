@@ -69,6 +69,16 @@ async def test_header_key_counts_per_header_value(provider: AsyncInMemoryCache) 
     assert (await call(gateway, headers=[("x-api-key", "3.3.3.3")], client=("4.4.4.4", 1))).status == 200
 
 
+async def test_a_long_header_key_is_kept_as_its_digest(provider: AsyncInMemoryCache) -> None:
+    # Servers accept headers of hundreds of KB: the rate-limit key must not keep one per client.
+    gateway = limited_gateway(provider, quota=1, key="header:X-Api-Key")
+    long_key = [("x-api-key", "k" * 100_000)]
+    assert (await call(gateway, headers=long_key)).status == 200
+    assert (await call(gateway, headers=long_key)).status == 429  # still one counter per value
+    assert (await call(gateway, headers=[("x-api-key", "k" * 99_999 + "j")])).status == 200
+    assert max(len(key) for key in provider._limits.data) < 200
+
+
 async def test_x_forwarded_for_is_ignored_without_trusted_proxies(provider: AsyncInMemoryCache) -> None:
     gateway = limited_gateway(provider, quota=1)
     peer = ("203.0.113.9", 1)

@@ -56,6 +56,15 @@ async def test_max_entries_evicts_least_recently_used(clock):
     assert [await cache.get(k) for k in "acd"] == ["A", "C", "D"]
 
 
+async def test_keys_count_towards_max_bytes(clock):
+    # A cache key holds a client's query string: a million keys of 100 KB must not fit in a small budget.
+    provider = AsyncInMemoryCache(max_bytes=1_000_000, clock=clock)
+    for i in range(50):
+        await provider.set(f"{i}:" + "q" * 100_000, b"tiny")
+    assert len(provider) == 9  # 9 x 100 KB keys fit in 1 MB, a tenth does not
+    assert provider.nbytes <= 1_000_000
+
+
 async def test_overwriting_an_entry_of_a_full_cache_evicts_nothing(clock):
     cache = AsyncInMemoryCache(max_entries=2, clock=clock)
     await cache.set("a", 1)

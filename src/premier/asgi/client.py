@@ -3,6 +3,7 @@ rate-limit key derived from it, a header, or nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -12,6 +13,8 @@ from premier.asgi.exchange import Scope
 __all__ = ["ClientIdentity"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_MAX_KEY_VALUE = 128  # a header value longer than this is keyed by its digest
 
 
 class ClientIdentity:
@@ -60,6 +63,8 @@ class ClientIdentity:
             def by_header(scope: Scope) -> str:
                 for name, value in scope["headers"]:
                     if name == header:
+                        if len(value) > _MAX_KEY_VALUE:  # (a client's 100 KB value is not kept as a key)
+                            return "h#" + hashlib.sha256(value).hexdigest()
                         return "h:" + bytes(value).decode("latin-1")
                 return "ip:" + self.address(scope)  # no header: still limited, by address
 

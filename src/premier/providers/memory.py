@@ -94,8 +94,8 @@ def _size_of(value: Any) -> int:
 class AsyncInMemoryCache:
     """This process's storage: the default provider of every feature.
 
-    ``max_bytes`` bounds what cached responses (and bytes or text values) hold in all; the sizes of
-    other Python values are not known, so they count only towards ``max_entries``. ``clock`` gives the
+    ``max_bytes`` bounds what cached responses (and bytes or text values) hold in all, with their keys;
+    the sizes of other Python values are not known, so they count only towards ``max_entries``. ``clock`` gives the
     current time in seconds for expiry and rate limiting (default ``time.time``); tests pass a fake one.
     """
 
@@ -122,7 +122,8 @@ class AsyncInMemoryCache:
 
     @property
     def nbytes(self) -> int:
-        """The bytes the cached entries that report a size hold (bounded by ``max_bytes``)."""
+        """The bytes the cached entries hold, their keys included (bounded by ``max_bytes``); a value
+    that reports no size counts as its key only."""
         return self._entries.nbytes
 
     # -- cache ---------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class AsyncInMemoryCache:
         with self._lock:
             if now >= entries.next_sweep:  # a write-only workload must not keep expired entries either
                 entries.sweep(now)
-            entries.put(key, [expires_at, value, _size_of(value)], now)
+            entries.put(key, [expires_at, value, len(key) + _size_of(value)], now)  # (a key holds a query)
 
     def delete_nowait(self, key: str) -> None:
         with self._lock:
