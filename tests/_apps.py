@@ -2,15 +2,23 @@
 
 Endpoints: /api/limited, /api/items/{id} (counts its calls), /api/slow (5 s), /api/flaky (503 twice,
 then 200), /api/fragile (500 while ``state.fail``), /api/stream (one chunk, then waits for the test to
-release it), /api/admin/{rest}.
+release it), /api/admin/{rest}, /api/upload (POST: reads the whole JSON body ``{"text": ...}`` — FastAPI
+through a model — and answers it back).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
+
+from pydantic import BaseModel
+
+
+class Upload(BaseModel):  # (at module level: FastAPI resolves the endpoint's annotation by name)
+    text: str
 
 
 class AppState:
@@ -75,6 +83,10 @@ def fastapi_app(state: AppState) -> Any:
     async def admin(rest: str) -> dict[str, str]:
         return {"admin": rest}
 
+    @app.post("/api/upload")
+    async def upload(body: Upload) -> dict[str, str]:
+        return {"text": body.text}
+
     return app
 
 
@@ -107,6 +119,9 @@ def starlette_app(state: AppState) -> Any:
     async def admin(request: Request) -> JSONResponse:
         return JSONResponse({"admin": request.path_params["rest"]})
 
+    async def upload(request: Request) -> JSONResponse:
+        return JSONResponse({"text": (await request.json())["text"]})
+
     return Starlette(routes=[
         Route("/api/limited", limited),
         Route("/api/items/{item_id:int}", item),
@@ -115,6 +130,7 @@ def starlette_app(state: AppState) -> Any:
         Route("/api/fragile", fragile),
         Route("/api/stream", stream),
         Route("/api/admin/{rest:path}", admin),
+        Route("/api/upload", upload, methods=["POST"]),
     ])
 
 
@@ -173,6 +189,9 @@ def _django_urlpatterns() -> list[Any]:
     async def admin(request: HttpRequest, rest: str) -> JsonResponse:
         return JsonResponse({"admin": rest})
 
+    async def upload(request: HttpRequest) -> JsonResponse:
+        return JsonResponse({"text": json.loads(request.body)["text"]})
+
     return [
         path("api/limited", limited),
         path("api/items/<int:item_id>", item),
@@ -181,6 +200,7 @@ def _django_urlpatterns() -> list[Any]:
         path("api/fragile", fragile),
         path("api/stream", stream),
         path("api/admin/<path:rest>", admin),
+        path("api/upload", upload),
     ]
 
 

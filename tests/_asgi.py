@@ -105,17 +105,22 @@ async def call(
     query: str = "",
     headers: Headers = (),
     body: bytes | Iterable[bytes] = b"",
+    more_body: bool = False,
     client: tuple[str, int] | None = ("127.0.0.1", 50000),
     raw_path: bytes | None = None,
     disconnect: asyncio.Event | None = None,
     on_send: Callable[[Message], None] | None = None,
     receive_log: list[str] | None = None,
 ) -> Result:
-    """One request through ``app``; returns what was sent. Exceptions from the app propagate."""
+    """One request through ``app``; returns what was sent. Exceptions from the app propagate.
+
+    ``more_body``: the body's last part says more is coming, and none does (an upload under way; with
+    ``disconnect`` set, one the client abandoned)."""
     result = Result()
     chunks = [body] if isinstance(body, bytes) else list(body)
     pending: list[Message] = [
-        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1} for i, chunk in enumerate(chunks)
+        {"type": "http.request", "body": chunk, "more_body": more_body or i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
     ]
     gone = disconnect or asyncio.Event()
 
@@ -219,3 +224,31 @@ async def read_body(receive: Any) -> bytes:
 
 def gateway(cfg: GatewayConfig, app: Any, **kwargs: Any) -> ASGIGateway:
     return ASGIGateway(cfg, app=app, **kwargs)
+
+
+class ClientLeft(Exception):
+    """What a framework raises when its client left mid-body (Starlette's ``ClientDisconnect``)."""
+
+
+def upload(ends: str = "raises", status: int | Callable[[int], int] = 200) -> Any:
+    """An app that reads the whole body, then answers ``status`` (a number, or a function of the call
+    number). Told the client left before the body's end, it ``ends`` the request as a framework does:
+    "raises" (a plain app), "answers 500, raises" (Starlette: its error middleware answers, then
+    re-raises) or "returns" (Django: no answer)."""
+    calls = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+            pass
+        if message["type"] == "http.disconnect":
+            if ends == "returns":
+                return
+            if ends == "answers 500, raises":
+                await send({"type": "http.response.start", "status": 500, "headers": []})
+                await send({"type": "http.response.body", "body": b"Internal Server Error"})
+            raise ClientLeft()
+        await Backend(status=status(calls) if callable(status) else status)(scope, receive, send)
+
+    return app

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from _asgi import Backend, call, config, paths
+from _asgi import Backend, ClientLeft, call, config, paths, upload
 from conftest import FakeClock
 from premier.asgi import ASGIGateway
 from premier.errors import ConfigError
@@ -315,6 +315,34 @@ async def test_breaker_counts_timeouts(clock: FakeClock) -> None:
     assert await statuses(gateway, 2, "/fragile") == [504, 504]
     assert (await call(gateway, path="/fragile")).status == 503
     assert app.calls == 2
+
+
+async def abandon(gateway: ASGIGateway, path: str = "/fragile") -> None:
+    """An upload whose client leaves after its first part."""
+    gone = asyncio.Event()
+    gone.set()
+    try:
+        await call(gateway, "POST", path, body=b"first part", more_body=True, disconnect=gone)
+    except ClientLeft:
+        pass
+
+
+@pytest.mark.parametrize("ends", ["raises", "answers 500, raises", "returns"])
+async def test_clients_that_abandon_uploads_are_no_breaker_failures(clock: FakeClock, ends: str) -> None:
+    gateway = breaker_gateway(upload(ends), clock)
+    for _ in range(3):
+        await abandon(gateway)
+    assert (await call(gateway, "POST", "/fragile", body=b"whole")).status == 200
+    assert gateway.routes["/fragile/*"].breaker.failures == 0  # type: ignore[union-attr]
+
+
+async def test_a_probe_whose_client_left_gives_its_place_to_the_next(clock: FakeClock) -> None:
+    gateway = breaker_gateway(upload("answers 500, raises", status=lambda n: 500 if n <= 2 else 200), clock)
+    assert await statuses(gateway, 2, "/fragile") == [500, 500]
+    clock.advance(30)  # half-open: one probe at a time
+    await abandon(gateway)  # the probe's client left: no verdict, the breaker stays half-open
+    assert (await call(gateway, path="/fragile")).status == 200  # the next probe, which closes it
+    assert await statuses(gateway, 2, "/fragile") == [200, 200]
 
 
 async def test_half_open_admits_a_bounded_number_of_probes(clock: FakeClock) -> None:

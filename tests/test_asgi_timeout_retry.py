@@ -381,6 +381,32 @@ async def test_cancelled_requests_are_not_retried(sleeps: _SleepRecorder) -> Non
     assert sleeps.waits == []
 
 
+@pytest.mark.parametrize("ends", ["raises", "answers 503"])
+async def test_a_request_whose_client_left_is_not_retried(sleeps: _SleepRecorder, ends: str) -> None:
+    # The body is whole (the retry step has it to replay); the client leaves while the app works.
+    calls = 0
+
+    async def listens(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await read_body(receive)
+        assert (await receive())["type"] == "http.disconnect"
+        if ends == "raises":
+            raise ConnectionError("the client went away")  # (Starlette: ClientDisconnect)
+        await Backend(status=503)(scope, receive, send)
+
+    gone = asyncio.Event()
+    gone.set()
+    gateway = retry_gateway(listens)
+    if ends == "raises":
+        with pytest.raises(ConnectionError):
+            await call(gateway, "PUT", body=b"payload", disconnect=gone)
+    else:
+        await call(gateway, "PUT", body=b"payload", disconnect=gone)
+    assert calls == 1
+    assert sleeps.waits == []
+
+
 async def test_timeout_bounds_all_attempts_together() -> None:
     # Real waits here (0.03 s between attempts): the timeout, not the retry, ends the request.
     app = flaky(10)

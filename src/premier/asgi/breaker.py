@@ -18,7 +18,8 @@ _SYNC_INTERVAL = 0.25  # seconds between looks at a shared breaker's state
 
 class BreakerStep:
     """A circuit breaker per route: exceptions, timeouts and 5xx responses are failures; while open,
-    requests are answered 503 with ``Retry-After``.
+    requests are answered 503 with ``Retry-After``. A request whose client left before its answer is
+    neither a failure nor a success, however the app ends it.
 
     With ``shared_key`` (``shared: true`` and a shared provider), the breaker still decides locally —
     no round trip per request — but an opening is published under ``shared_key`` for
@@ -78,6 +79,8 @@ class BreakerStep:
                 settled = True
                 if ex.cache_status == "HIT":
                     breaker.on_abandoned()  # served by the cache: says nothing about the app
+                elif ex.client_left:
+                    breaker.on_abandoned()  # for nobody (Starlette's 500 for its ClientDisconnect)
                 elif message["status"] >= 500:
                     breaker.on_failure(clock())
                 else:
@@ -100,9 +103,19 @@ class BreakerStep:
             raise
         except Exception:
             if not settled:
-                breaker.on_failure(clock())
+                self._unanswered(ex)
             raise
         finally:
             ex.send = outer_send
         if not settled:
-            breaker.on_failure(clock())  # returned without a response (or timed out before one)
+            self._unanswered(ex)
+
+    def _unanswered(self, ex: Exchange) -> None:
+        """The app raised or returned before starting a response: a failure, unless the client left
+        first. Servers such as uvicorn do not cancel the app then: its ``receive`` says
+        ``http.disconnect``, and Starlette raises ``ClientDisconnect`` (the timeout's disconnect is not
+        the client's: that request failed)."""
+        if ex.client_left and not ex.timed_out:
+            self.breaker.on_abandoned()
+        else:
+            self.breaker.on_failure(self.clock())

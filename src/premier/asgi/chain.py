@@ -36,17 +36,23 @@ class Downstream:
     """The innermost step: the wrapped application (plugin mode) or the upstream pool (standalone).
 
     ``watch_status``: some step (breaker, retry, cache) needs the app's own status; otherwise the app
-    sends straight to the client-facing send, one layer less per message."""
+    sends straight to the client-facing send, one layer less per message. ``watch_disconnect``: some
+    step (breaker, retry) needs to know whether the client left; otherwise the app receives straight
+    from the steps' ``receive``."""
 
-    __slots__ = ("app", "watch_status")
+    __slots__ = ("app", "watch_disconnect", "watch_status")
 
-    def __init__(self, app: ASGIApp, *, watch_status: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, watch_status: bool = True, watch_disconnect: bool = True) -> None:
         self.app = app
         self.watch_status = watch_status
+        self.watch_disconnect = watch_disconnect
 
     def __call__(self, ex: Exchange) -> Awaitable[None]:
         # Returns the app's coroutine for the caller to await: no frame of its own per request.
-        return self.app(ex.scope, ex.receive, ex.from_app if self.watch_status else ex.record)
+        return self.app(
+            ex.scope, ex.from_client if self.watch_disconnect else ex.receive,
+            ex.from_app if self.watch_status else ex.record,
+        )
 
 
 class Entry:

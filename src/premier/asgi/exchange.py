@@ -25,6 +25,7 @@ class Exchange:
     __slots__ = (
         "attempt",
         "cache_status",
+        "client_left",
         "client_send",
         "delay",
         "extra_headers",
@@ -59,6 +60,7 @@ class Exchange:
         self.started = False
         self.finished_at = 0.0  # perf_counter() when the client was sent the response's last body part
         self.timed_out = False
+        self.client_left = False  # the app was told the client disconnected (by the client, not the timeout)
         self.rate_limited = False
         self.cache_status = ""
         self.extra_headers: dict[bytes, bytes] | None = None  # added to the response the client gets
@@ -95,6 +97,14 @@ class Exchange:
         if message["type"] == "http.response.start":
             self.upstream_status = message["status"]
         return self.send(message)
+
+    async def from_client(self) -> Message:
+        """The receive given to the app when a step must know whether the client left (breaker, retry):
+        an ``http.disconnect`` that is not the timeout's sets :attr:`client_left`."""
+        message = await self.receive()
+        if message["type"] == "http.disconnect" and not self.timed_out:
+            self.client_left = True
+        return message
 
     def header(self, name: bytes) -> bytes | None:
         """The first request header called ``name`` (lower-case bytes), or ``None``."""

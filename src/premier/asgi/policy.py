@@ -60,7 +60,8 @@ def compile_route(
     kept when the breaker's settings did not change (rate-limit state lives in the provider, keyed by
     pattern, so it survives on its own)."""
     watch_status = any(f is not None for f in (features.cache, features.circuit_breaker, features.retry))
-    step: Step = Downstream(app, watch_status=watch_status)
+    watch_disconnect = features.circuit_breaker is not None or features.retry is not None
+    step: Step = Downstream(app, watch_status=watch_status, watch_disconnect=watch_disconnect)
     cache = None
     if features.cache is not None:
         step = cache = HttpCacheStep(

@@ -6,7 +6,7 @@ is sent once, without retry) so that each attempt sees it whole. An attempt fail
 one of the configured exceptions before starting its response, or answers one of ``retry_on_status``;
 a failed attempt's response is discarded, never half-sent. An upstream ``Retry-After`` longer than our
 wait is honoured (one over a minute ends the retrying: that response is passed on). Cancellation,
-timeouts and the gateway's own rejections are never retried.
+timeouts, the gateway's own rejections and attempts whose client left are never retried.
 """
 
 from __future__ import annotations
@@ -119,15 +119,15 @@ class RetryStep:
                 except (Rejection, asyncio.CancelledError):
                     raise
                 except Exception as error:
-                    if attempt_send is None or attempt_send.started:
-                        raise
+                    if attempt_send is None or attempt_send.started or ex.client_left:
+                        raise  # (a client that left: Starlette's ClientDisconnect, nobody to answer)
                     wait = policy.decide(attempt, error)
                     if wait is None:
                         raise
                     reason = repr(error)
                 else:
-                    if attempt_send is None or not attempt_send.swallowed:
-                        return
+                    if attempt_send is None or not attempt_send.swallowed or ex.client_left:
+                        return  # (a client that left is not answered: the swallowed answer reaches nobody)
                     wait = max(policy.wait_after(attempt), attempt_send.retry_after)
                     reason = f"status {ex.upstream_status}"
                 logger.info(
