@@ -234,7 +234,8 @@ def upload(ends: str = "raises", status: int | Callable[[int], int] = 200) -> An
     """An app that reads the whole body, then answers ``status`` (a number, or a function of the call
     number). Told the client left before the body's end, it ``ends`` the request as a framework does:
     "raises" (a plain app), "answers 500, raises" (Starlette: its error middleware answers, then
-    re-raises) or "returns" (Django: no answer)."""
+    re-raises), "answers 400" (FastAPI, for the body it could not parse) or "returns" (Django: no
+    answer)."""
     calls = 0
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -244,6 +245,11 @@ def upload(ends: str = "raises", status: int | Callable[[int], int] = 200) -> An
             pass
         if message["type"] == "http.disconnect":
             if ends == "returns":
+                return
+            if ends == "answers 400":
+                await Backend(status=400, body=b'{"detail": "There was an error parsing the body"}')(
+                    scope, receive, send
+                )
                 return
             if ends == "answers 500, raises":
                 await send({"type": "http.response.start", "status": 500, "headers": []})

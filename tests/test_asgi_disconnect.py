@@ -1,14 +1,17 @@
-"""Clients that leave mid-upload: FastAPI, Starlette and Django behind the gateway under a real server
-(uvicorn, and Premier's own), the partial bodies sent over raw sockets.
+"""Clients that leave mid-upload, and uploads the timeout cuts off: FastAPI, Starlette and Django behind
+the gateway under a real server (uvicorn, and Premier's own), the partial bodies sent over raw sockets.
 
 Neither server cancels the app when its client leaves: the app's ``receive`` answers ``http.disconnect``,
 and each framework ends the request its own way — Starlette raises ``ClientDisconnect`` (after its error
 middleware sent a 500 that nobody reads), FastAPI answers 400 for the body it could not parse, Django
-returns without an answer."""
+returns without an answer. At its deadline the timeout tells the app the same."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
+import logging
 import queue
 import socket
 from collections.abc import Iterator
@@ -32,7 +35,9 @@ PARTIAL_UPLOAD = (
 
 
 @contextlib.contextmanager
-def site(framework: str, server: str, features: dict[str, Any]) -> Iterator[tuple[ASGIGateway, str, queue.SimpleQueue[Any]]]:
+def site(
+    framework: str, server: str, features: dict[str, Any]
+) -> Iterator[tuple[ASGIGateway, str, queue.SimpleQueue[Any]]]:
     """``framework``'s app behind a gateway whose /api/upload has ``features``, under ``server``; yields the
     gateway, its base URL and the queue its events arrive in (one per request, once the gateway is done
     with it: a test waits on it instead of sleeping)."""
@@ -64,3 +69,23 @@ def test_clients_that_abandon_uploads_do_not_open_the_breaker(framework: str, se
         breaker = gateway.routes["/api/upload"].breaker
         assert breaker is not None
         assert (breaker.state(0), breaker.failures) == ("closed", 0)
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_a_timeout_while_the_app_reads_the_body_answers_the_configured_error(
+    framework: str, server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    features = {"timeout": {"seconds": 0.2, "error_message": "Upload too slow"}}
+    with caplog.at_level(logging.WARNING, logger="premier"), site(framework, server, features) as (_, base_url, events):
+        with socket.create_connection(address(base_url), timeout=5) as sock:
+            sock.sendall(PARTIAL_UPLOAD)  # and waits, sending nothing more
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            body = response.read()
+        event: RequestEvent = events.get(timeout=5)
+    assert response.status == 504
+    assert response.getheader("content-type") == "application/json"
+    assert json.loads(body) == {"error": "Upload too slow", "status": 504}
+    assert (event.status, event.timed_out) == (504, True)
+    assert [r.getMessage() for r in caplog.records if r.name == "premier"] == []  # not "after its response started"

@@ -12,7 +12,7 @@ import pytest
 
 import premier.asgi.retry
 import premier.asgi.timeout
-from _asgi import Backend, call, paths, read_body
+from _asgi import Backend, ClientLeft, call, paths, read_body, upload
 from premier.asgi import ASGIGateway
 from premier.observability.events import RequestEvent
 
@@ -140,6 +140,40 @@ async def test_a_listening_app_that_ignores_the_disconnect_is_cancelled_after_a_
     assert 0.09 <= time.perf_counter() - started < 0.5
     assert outcome == ["http.disconnect", "cancelled"]
     assert response.status == 504
+
+
+@pytest.mark.parametrize("ends", ["raises", "answers 500, raises", "answers 400", "returns"])
+async def test_an_app_reading_a_body_at_the_deadline_gets_the_configured_error(
+    ends: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The client sent part of its body and waits; at the deadline the app is told "disconnect" and
+    # stops as its framework does. Whatever it answers goes nowhere: the client gets the timeout's.
+    gateway = timeout_gateway(upload(ends), error_message="Upload too slow")
+    events: list[RequestEvent] = []
+    gateway.events.subscribe(events.append)
+    with caplog.at_level(logging.WARNING, logger="premier"):
+        response = await call(gateway, "POST", body=b"first part", more_body=True)
+    assert len(response.starts) == 1
+    assert (response.status, response.json()) == (504, {"error": "Upload too slow", "status": 504})
+    (event,) = events
+    assert (event.status, event.timed_out) == (504, True)
+    assert [r.getMessage() for r in caplog.records if r.name == "premier"] == []
+
+
+async def test_an_app_that_raises_at_the_deadline_mid_response_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
+    async def streams_then_listens(scope: Any, receive: Any, send: Any) -> None:
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first chunk", "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+        raise ClientLeft()
+
+    with caplog.at_level(logging.WARNING, logger="premier"):
+        response = await call(timeout_gateway(streams_then_listens), path="/stream")
+    assert (len(response.starts), response.status, response.chunks) == (1, 200, [b"first chunk"])
+    assert not response.finished  # the server closes the connection
+    (record,) = [r for r in caplog.records if r.name == "premier"]
+    assert "GET /stream ran past" in record.getMessage()
 
 
 async def test_only_the_slow_requests_of_a_route_time_out() -> None:
@@ -486,6 +520,29 @@ async def test_a_listening_app_stopped_by_the_deadline_counts_as_a_breaker_failu
     features = {"timeout": {"seconds": 0.02}, "circuit_breaker": {"failure_threshold": 2}}
     gateway = ASGIGateway(paths(("/*", features)), app=listens)
     assert [(await call(gateway)).status for _ in range(3)] == [504, 504, 503]
+
+
+@pytest.mark.parametrize("ends", ["raises", "answers 500, raises", "answers 400"])
+async def test_an_app_that_answers_the_deadlines_disconnect_counts_as_a_breaker_failure(ends: str) -> None:
+    features = {"timeout": {"seconds": 0.02}, "circuit_breaker": {"failure_threshold": 2}}
+    gateway = ASGIGateway(paths(("/*", features)), app=upload(ends))
+    assert [(await call(gateway, "POST", body=b"part", more_body=True)).status for _ in range(3)] == [504, 504, 503]
+
+
+async def test_an_attempt_stopped_by_the_deadline_is_not_retried(sleeps: _SleepRecorder) -> None:
+    calls = 0
+
+    async def listens(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await read_body(receive)
+        await receive()  # "disconnect", at the deadline
+        raise ClientLeft()
+
+    gateway = ASGIGateway(paths(("/*", {"retry": {"max_attempts": 3}, "timeout": {"seconds": 0.02}})), app=listens)
+    assert (await call(gateway, "PUT", body=b"payload")).status == 504
+    assert calls == 1
+    assert sleeps.waits == []
 
 
 async def test_a_retried_request_spends_one_rate_limit_token(sleeps: _SleepRecorder) -> None:

@@ -35,8 +35,8 @@ def retry_after_header(seconds: float) -> tuple[bytes, bytes]:
 class Downstream:
     """The innermost step: the wrapped application (plugin mode) or the upstream pool (standalone).
 
-    ``watch_status``: some step (breaker, retry, cache) needs the app's own status; otherwise the app
-    sends straight to the client-facing send, one layer less per message. ``watch_disconnect``: some
+    ``watch_status``: some step (breaker, retry, cache, timeout) needs the app's own send; otherwise the
+    app sends straight to the client-facing send, one layer less per message. ``watch_disconnect``: some
     step (breaker, retry) needs to know whether the client left; otherwise the app receives straight
     from the steps' ``receive``."""
 

@@ -93,8 +93,15 @@ class Exchange:
 
     def from_app(self, message: Message) -> Awaitable[None]:
         """The send given to the app: records its status, then passes through the steps' ``send``
-        (whose awaitable it returns, like :meth:`record`)."""
+        (whose awaitable it returns, like :meth:`record`).
+
+        A response the app starts once the request has timed out goes nowhere, nor does its body: it
+        answers the "disconnect" the timeout told the app (Starlette's 500 for its ``ClientDisconnect``,
+        FastAPI's 400 for a body cut short), and the timeout's own answer is sent instead."""
         if message["type"] == "http.response.start":
+            if self.timed_out:
+                self.send = _dropped  # (each step puts its own send back as the app returns)
+                return _dropped(message)
             self.upstream_status = message["status"]
         return self.send(message)
 
@@ -118,6 +125,10 @@ def printable(text: str) -> str:
     """A client's text (a decoded path) as a log line may show it: with control characters escaped, so
     that a ``%0A`` cannot start a forged line of its own."""
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+async def _dropped(message: Message) -> None:
+    return None
 
 
 def error_body(status: int, message: str) -> bytes:

@@ -59,7 +59,9 @@ def compile_route(
     ``previous`` is this pattern's route in the configuration being replaced: its circuit breaker is
     kept when the breaker's settings did not change (rate-limit state lives in the provider, keyed by
     pattern, so it survives on its own)."""
-    watch_status = any(f is not None for f in (features.cache, features.circuit_breaker, features.retry))
+    # (The timeout watches the app's send too: an answer the app starts after the deadline is dropped.)
+    watched = (features.cache, features.circuit_breaker, features.retry, features.timeout)
+    watch_status = any(f is not None for f in watched)
     watch_disconnect = features.circuit_breaker is not None or features.retry is not None
     step: Step = Downstream(app, watch_status=watch_status, watch_disconnect=watch_disconnect)
     cache = None

@@ -119,8 +119,8 @@ class RetryStep:
                 except (Rejection, asyncio.CancelledError):
                     raise
                 except Exception as error:
-                    if attempt_send is None or attempt_send.started or ex.client_left:
-                        raise  # (a client that left: Starlette's ClientDisconnect, nobody to answer)
+                    if attempt_send is None or attempt_send.started or ex.client_left or ex.timed_out:
+                        raise  # (a client that left, or the timeout's "disconnect": Starlette's ClientDisconnect)
                     wait = policy.decide(attempt, error)
                     if wait is None:
                         raise

@@ -28,9 +28,11 @@ class TimeoutStep:
     the timeout's reach: what the app does after it (Starlette's background tasks) runs to its end.
 
     At the deadline, an app that is listening for the client (awaiting ``receive``, as Django and
-    streaming responses do) is told the client disconnected, which is the ASGI way to ask it to stop,
-    and is cancelled only if it has not stopped within ``_GRACE`` seconds; an app that is not listening
-    is cancelled at once.
+    streaming responses do, and every framework reading a body) is told the client disconnected, which
+    is the ASGI way to ask it to stop, and is cancelled only if it has not stopped within ``_GRACE``
+    seconds; an app that is not listening is cancelled at once. However the app then stops — returning,
+    raising (Starlette's ``ClientDisconnect``), or answering (FastAPI's 400 for the body cut short:
+    dropped, see :meth:`Exchange.from_app`) — the request ended by timing out.
 
     Every request of a route has the same timeout, so deadlines come due in arrival order: they wait in
     one queue per step, watched by a single timer set for the oldest. A request costs an append and a
@@ -75,6 +77,11 @@ class TimeoutStep:
                 raise
             if sys.version_info >= (3, 11) and deadline.task is not None:
                 deadline.task.uncancel()
+        except Exception:
+            if not ex.timed_out:
+                raise
+            # How the app stopped when told "disconnect" at the deadline (Starlette's ClientDisconnect):
+            # the timeout is the cause, and is answered as such.
         finally:
             deadline.settle()
             ex.receive = client_receive
