@@ -10,7 +10,7 @@ from threading import get_ident
 from typing import Any
 
 from premier.asgi.chain import Step
-from premier.asgi.exchange import Exchange, Message, Rejection, error_body
+from premier.asgi.exchange import Exchange, Message, Rejection, error_body, printable
 from premier.config.schema import TimeoutConfig
 
 __all__ = ["TimeoutStep"]
@@ -92,7 +92,7 @@ class TimeoutStep:
         if ex.started:
             logger.warning(
                 "timeout: %s %s ran past %.3gs after its response started; the connection is closed",
-                ex.scope["method"], ex.path, self.seconds,
+                ex.scope["method"], printable(ex.path), self.seconds,
             )
             return
         raise Rejection(self.status, self.body)
