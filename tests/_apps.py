@@ -1,9 +1,10 @@
 """The same small API written three times — FastAPI, Starlette, Django — for the end-to-end tests.
 
-Endpoints: /api/limited, /api/items/{id} (counts its calls), /api/slow (5 s), /api/flaky (503 twice,
-then 200), /api/fragile (500 while ``state.fail``), /api/stream (one chunk, then waits for the test to
-release it), /api/admin/{rest}, /api/upload (POST: reads the whole JSON body ``{"text": ...}`` — FastAPI
-through a model — and answers it back).
+Endpoints: /api/limited, /api/items/{id} (counts its calls), /api/search (the ``page`` and ``sort`` it
+read from the query, as the framework reads it), /api/slow (5 s), /api/flaky (503 twice, then 200),
+/api/fragile (500 while ``state.fail``), /api/stream (one chunk, then waits for the test to release it),
+/api/admin/{rest}, /api/upload (POST: reads the whole JSON body ``{"text": ...}`` — FastAPI through a
+model — and answers it back).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Upload(BaseModel):  # (at module level: FastAPI resolves the endpoint's an
 class AppState:
     def __init__(self) -> None:
         self.item_calls = 0
+        self.search_calls = 0
         self.flaky_calls = 0
         self.fail = False
         self.release = threading.Event()
@@ -33,6 +35,10 @@ class AppState:
     def item(self, item_id: int) -> dict[str, int]:
         self.item_calls += 1
         return {"id": item_id, "calls": self.item_calls}
+
+    def search(self, page: str | None, sort: str | None) -> dict[str, Any]:
+        self.search_calls += 1
+        return {"page": page, "sort": sort, "calls": self.search_calls}
 
     def flaky(self) -> tuple[int, dict[str, Any]]:
         self.flaky_calls += 1
@@ -60,6 +66,10 @@ def fastapi_app(state: AppState) -> Any:
     @app.get("/api/items/{item_id}")
     async def item(item_id: int) -> dict[str, int]:
         return state.item(item_id)
+
+    @app.get("/api/search")
+    async def search(page: str | None = None, sort: str | None = None) -> dict[str, Any]:
+        return state.search(page, sort)
 
     @app.get("/api/slow")
     async def slow() -> dict[str, bool]:
@@ -102,6 +112,9 @@ def starlette_app(state: AppState) -> Any:
     async def item(request: Request) -> JSONResponse:
         return JSONResponse(state.item(int(request.path_params["item_id"])))
 
+    async def search(request: Request) -> JSONResponse:
+        return JSONResponse(state.search(request.query_params.get("page"), request.query_params.get("sort")))
+
     async def slow(request: Request) -> JSONResponse:
         await asyncio.sleep(5)
         return JSONResponse({"slow": True})
@@ -125,6 +138,7 @@ def starlette_app(state: AppState) -> Any:
     return Starlette(routes=[
         Route("/api/limited", limited),
         Route("/api/items/{item_id:int}", item),
+        Route("/api/search", search),
         Route("/api/slow", slow),
         Route("/api/flaky", flaky),
         Route("/api/fragile", fragile),
@@ -171,6 +185,9 @@ def _django_urlpatterns() -> list[Any]:
     async def item(request: HttpRequest, item_id: int) -> JsonResponse:
         return JsonResponse(current().item(item_id))
 
+    async def search(request: HttpRequest) -> JsonResponse:
+        return JsonResponse(current().search(request.GET.get("page"), request.GET.get("sort")))
+
     async def slow(request: HttpRequest) -> JsonResponse:
         await asyncio.sleep(5)
         return JsonResponse({"slow": True})
@@ -195,6 +212,7 @@ def _django_urlpatterns() -> list[Any]:
     return [
         path("api/limited", limited),
         path("api/items/<int:item_id>", item),
+        path("api/search", search),
         path("api/slow", slow),
         path("api/flaky", flaky),
         path("api/fragile", fragile),

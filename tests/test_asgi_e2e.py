@@ -26,6 +26,8 @@ premier:
       features: {rate_limit: {quota: 3, duration: 60}}
     - pattern: /api/items/*
       features: {cache: {expire_s: 60}}
+    - pattern: /api/search
+      features: {cache: {expire_s: 60, cache_key: "{page}:{sort}"}}
     - pattern: /api/slow
       features: {timeout: {seconds: 0.3, error_message: 'Too "slow"'}}
     - pattern: /api/flaky
@@ -92,6 +94,23 @@ def test_cache_hit_serves_identical_body_with_age(site: tuple[httpx.Client, AppS
     assert state.item_calls == 1
     assert client.get("/api/items/6").headers["x-cache"] == "MISS"
     assert state.item_calls == 2
+
+
+def test_a_cache_key_template_is_filled_as_the_app_reads_the_query(site: tuple[httpx.Client, AppState, str]) -> None:
+    client, state, _ = site
+    # A blank value counts and the last of a name wins, in the key as in the app: the answer to
+    # page=1&page= (a blank page) is not served for page=1.
+    assert _json(client.get("/api/search?page=1&page=&sort=a"))["page"] == ""
+    victim = client.get("/api/search?page=1&sort=a")
+    assert (victim.headers["x-cache"], _json(victim)["page"]) == ("MISS", "1")
+    # A value's ':' is not the template's: page=x:y&sort=z and page=x&sort=y:z are two entries.
+    client.get("/api/search?page=x:y&sort=z")
+    other = client.get("/api/search?page=x&sort=y:z")
+    assert (other.headers["x-cache"], _json(other)["sort"]) == ("MISS", "y:z")
+    # The template still keys by its names alone.
+    again = client.get("/api/search?sort=a&utm_source=mail&page=1")
+    assert (again.headers["x-cache"], _json(again)["page"]) == ("HIT", "1")
+    assert state.search_calls == 4
 
 
 def test_slow_endpoint_times_out_with_json_504(site: tuple[httpx.Client, AppState, str]) -> None:

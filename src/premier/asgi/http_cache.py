@@ -5,8 +5,10 @@
   405, 410, 414, 501).
 - The key holds the keyspace, the method, the path and the query (byte for byte) — or the rendered
   ``cache_key`` template, when every ``{name}`` in it is found among the path parameters and the query
-  (otherwise the default key is used, so distinct requests never share an entry) — and the values of
-  the request headers the response ``Vary``s on. ``Vary: *`` is never stored.
+  (otherwise the default key is used, so distinct requests never share an entry; the query is read as
+  the app reads it — blank values kept, the last of a name wins — and each value is filled in
+  percent-encoded) — and the values of the request headers the response ``Vary``s on. ``Vary: *`` is
+  never stored.
 - Not stored: responses with ``no-store``, ``private`` or ``no-cache``, or with ``Set-Cookie`` (unless
   ``public``, and then without the cookie), and responses to requests with ``Authorization`` unless the
   response says ``public``, ``s-maxage`` or ``must-revalidate``.
@@ -30,7 +32,7 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from premier.asgi.chain import Step
 from premier.asgi.exchange import Exchange, Message, Rejection, Send, error_body
@@ -94,6 +96,17 @@ def _seconds(value: str | None) -> float | None:
     if value is None or not value.isdigit():
         return None
     return float(value)
+
+
+class _TemplateValues(dict[str, str]):
+    """The names a ``cache_key`` template may hold, each value percent-encoded as the template reads it
+    (only the names it holds are encoded): a value's ``:`` (or any other character) can then never pass
+    for the template's own, so ``a=x:y&b=z`` and ``a=x&b=y:z`` fill ``{a}:{b}`` differently."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> str:
+        return quote(dict.__getitem__(self, name), safe="")
 
 
 class CachedResponse:
@@ -253,7 +266,9 @@ class HttpCacheStep:
     def _key(self, raw_query: bytes, path: str, params: dict[str, str]) -> str:
         query = raw_query.decode("latin-1")
         if self.key_template:
-            values = dict(parse_qsl(query)) if query else {}
+            # The query as Starlette, FastAPI and Django read it — blank values kept, the last of a name
+            # wins — or a request could be stored under the key of one that its app answers otherwise.
+            values = _TemplateValues(parse_qsl(query, keep_blank_values=True)) if query else _TemplateValues()
             values.update(params)
             try:
                 # The template picks what distinguishes entries *within* the path (which query
