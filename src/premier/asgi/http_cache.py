@@ -21,7 +21,8 @@
 - Concurrent misses for one key make one downstream call; the others wait for it and are served its
   entry — or go downstream themselves as soon as its head (or a body past ``max_entry_bytes``) shows it
   will not be stored (a ``no-store`` stream holds no one; a storable one is waited for whole).
-- A successful unsafe request (POST, PUT, PATCH, DELETE) removes the stored entries of its path.
+- A successful unsafe request (POST, PUT, PATCH, DELETE) removes the stored entries of its path —
+  in a store shared between processes, by the path's prefix: every process's entries.
 - Bodies larger than ``max_entry_bytes`` stream through and are not stored.
 """
 
@@ -251,8 +252,8 @@ class HttpCacheStep:
         self.max_entry_bytes = config.max_entry_bytes
         self.clock = clock
         self.inflight: dict[str, asyncio.Event] = {}
-        # path -> keys stored for it, for invalidation; the gateway passes one index that outlives
-        # reloads, as the entries in the provider do.
+        # path -> keys stored for it, for invalidation in an in-process provider; the gateway passes one
+        # index that outlives reloads, as the entries in the provider do.
         self.paths: dict[str, set[str] | None] = {} if index is None else index
 
     # -- keys and storage ------------------------------------------------------------------------
@@ -504,10 +505,12 @@ class HttpCacheStep:
         key = base_key
         if vary:
             await self.provider.set(base_key, vary, ttl=lifetime)
-            self._index(ex.path, base_key)
+            if self.local:  # (a shared store is invalidated by prefix: an index here could not list it)
+                self._index(ex.path, base_key)
             key = _variant_key(base_key, vary, ex.scope["headers"])
         await self.provider.set(key, entry, ttl=lifetime)
-        self._index(ex.path, key)
+        if self.local:
+            self._index(ex.path, key)
 
     def _index(self, path: str, key: str) -> None:
         """Remember that ``key`` holds an entry of ``path``, for invalidation. Bounded: at most
@@ -519,9 +522,8 @@ class HttpCacheStep:
                 # The oldest path leaves the index: its entries leave the cache too, so no entry can
                 # outlive the record that lets an unsafe request invalidate it.
                 dropped = self.paths.pop(next(iter(self.paths)))
-                if self.local:
-                    for stale in dropped or ():
-                        self.provider.delete_nowait(stale)
+                for stale in dropped or ():
+                    self.provider.delete_nowait(stale)
             keys = self.paths[path] = set()
         if keys is None:
             return
@@ -530,13 +532,17 @@ class HttpCacheStep:
             self.paths[path] = None
 
     async def _invalidate(self, path: str) -> None:
+        if not self.local:
+            # Other processes store there too, under keys this one never saw: remove the path's keys by
+            # prefix (a shared store keeps no index here, see _store).
+            await self.provider.clear(self._path_prefix(path))
+            return
         keys = self.paths.pop(path, _ABSENT)
-        if keys is None or (keys is _ABSENT and self.shared):
-            # Too many keys to list (or stored by another process): remove the path's keys by prefix.
+        if keys is None:  # too many keys to list: remove the path's keys by prefix
             await self.provider.clear(self._path_prefix(path))
             return
         if keys is _ABSENT:
-            return  # nothing of this path was stored (by this process)
+            return  # nothing of this path was stored
         for key in keys:
             await self.provider.delete(key)
 
