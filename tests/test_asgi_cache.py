@@ -15,6 +15,7 @@ import pytest
 from _asgi import Backend, Result, call, paths
 from conftest import FakeClock
 from premier.asgi import ASGIGateway
+from premier.errors import BackendError
 from premier.providers import AsyncInMemoryCache
 
 Make = Callable[..., ASGIGateway]
@@ -188,6 +189,35 @@ async def test_failed_unsafe_request_does_not_invalidate(make: Make) -> None:
     await get(gateway)
     assert (await call(gateway, "POST", "/r")).status == 409
     assert (await get(gateway)).x_cache == "HIT"
+
+
+async def test_an_unsafe_request_invalidates_on_its_head_whatever_the_app_does_after(make: Make) -> None:
+    # RFC 9111 4.4: a non-error status invalidates; the app failing after its head changes nothing.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 201 if scope["method"] == "POST" else 200})
+        await send({"type": "http.response.body", "body": b"stored"})
+        if scope["method"] == "POST":
+            raise RuntimeError("after the response")
+
+    gateway = make(app)
+    await get(gateway)
+    with pytest.raises(RuntimeError, match="after the response"):
+        await call(gateway, "POST", "/r")
+    assert (await get(gateway)).x_cache == "MISS"
+
+
+async def test_a_store_failing_to_invalidate_leaves_the_app_s_answer_to_the_client(clock: FakeClock) -> None:
+    class Failing(AsyncInMemoryCache):
+        async def delete(self, key: str) -> None:
+            raise BackendError("the store is gone")
+
+    gateway = ASGIGateway(paths(("/*", {"cache": {}})), app=Backend(), cache_provider=Failing(clock=clock), wall_clock=clock)
+    await get(gateway)
+    sent: list[dict[str, Any]] = []
+    with pytest.raises(BackendError, match="the store is gone"):  # raised once the app is done, as before
+        await call(gateway, "POST", "/r", on_send=sent.append)
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [200]
+    assert b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body") == b"POST /r call 2"
 
 
 async def test_unsafe_request_invalidates_entries_stored_before_a_reload(make: Make) -> None:

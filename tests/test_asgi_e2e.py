@@ -212,6 +212,41 @@ def test_fastapi_background_tasks_outlive_the_timeout() -> None:
         assert done.wait(5), "the background task was cancelled by the timeout"
 
 
+def test_a_client_is_not_served_the_entry_its_own_post_made_stale() -> None:
+    # The POST's response carries a background task, which Starlette runs after the response, before
+    # the app returns: the client has its answer, and its next GET, while the task still runs.
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    state = {"v": 1}
+    release = threading.Event()
+
+    async def audit() -> None:
+        await asyncio.to_thread(release.wait, 10)
+
+    async def item(request: Request) -> JSONResponse:
+        if request.method == "POST":
+            state["v"] += 1
+            return JSONResponse(state, background=BackgroundTask(audit))
+        return JSONResponse(state)
+
+    app = Starlette(routes=[Route("/item", item, methods=["GET", "POST"])])
+    config = GatewayConfig.from_yaml("premier:\n  paths: [{pattern: /item, features: {cache: {expire_s: 60}}}]\n")
+    with serve(ASGIGateway(config, app=app)) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        try:
+            client.get("/item")
+            assert client.get("/item").headers["x-cache"] == "HIT"
+            assert client.post("/item").json() == {"v": 2}
+            after = client.get("/item")
+            assert (after.headers["x-cache"], after.json()) == ("MISS", {"v": 2})
+            assert not release.is_set()  # (the POST's task is still running)
+        finally:
+            release.set()
+
+
 @pytest.mark.parametrize("framework", ["fastapi", "starlette"])
 def test_middleware_form_for_starlette_and_fastapi(framework: str) -> None:
     from starlette.responses import JSONResponse

@@ -22,7 +22,8 @@
   entry — or go downstream themselves as soon as its head (or a body past ``max_entry_bytes``) shows it
   will not be stored (a ``no-store`` stream holds no one; a storable one is waited for whole).
 - A successful unsafe request (POST, PUT, PATCH, DELETE) removes the stored entries of its path —
-  in a store shared between processes, by the path's prefix: every process's entries.
+  in a store shared between processes, by the path's prefix: every process's entries — as soon as the
+  app's head shows success (2xx, 3xx), before it goes on to the client.
 - Bodies larger than ``max_entry_bytes`` stream through and are not stored.
 """
 
@@ -38,6 +39,7 @@ from urllib.parse import parse_qsl, quote
 from premier.asgi.chain import Step
 from premier.asgi.exchange import Exchange, Message, Rejection, Send, error_body
 from premier.config.schema import CacheConfig
+from premier.errors import BackendError
 
 __all__ = ["HttpCacheStep"]
 
@@ -229,6 +231,31 @@ class _Capture:
             await self.flight.land()  # (once: landed already, it returns at once)
 
 
+class _Invalidation:
+    """The send of an unsafe request: removes the path's entries as soon as the app's head shows success
+    (RFC 9111 4.4: a 2xx or 3xx), before the client sees it — so the client's next request, sent the
+    moment it has the answer, cannot be served the entry the request just made stale (after the app
+    returned was too late: a Starlette background task runs before it returns)."""
+
+    __slots__ = ("error", "path", "send", "step")
+
+    def __init__(self, step: HttpCacheStep, path: str, send: Send) -> None:
+        self.step = step
+        self.path = path
+        self.send = send
+        self.error: BackendError | None = None  # the store's failure, raised once the app is done
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
+            try:
+                await self.step._invalidate(self.path)
+            except BackendError as error:
+                # The app's answer stands (its change is made): the client gets it, and the error is
+                # raised after it, as when invalidation came last.
+                self.error = error
+        await self.send(message)
+
+
 class HttpCacheStep:
     __slots__ = (
         "clock", "config", "default_ttl", "inflight", "key_template", "local", "max_entry_bytes", "next", "paths",
@@ -291,9 +318,17 @@ class HttpCacheStep:
     async def __call__(self, ex: Exchange) -> None:
         method = ex.scope["method"]
         if method != "GET" and method != "HEAD":
-            await self.next(ex)
-            if method not in _SAFE and 200 <= ex.upstream_status < 400:
-                await self._invalidate(ex.path)
+            if method in _SAFE:
+                await self.next(ex)
+                return
+            outer_send = ex.send
+            ex.send = invalidation = _Invalidation(self, ex.path, outer_send)
+            try:
+                await self.next(ex)
+            finally:
+                ex.send = outer_send
+            if invalidation.error is not None:
+                raise invalidation.error
             return
         request = _request_headers(ex.scope["headers"])
         request_cc = _directives(request.get(b"cache-control"))
