@@ -14,7 +14,7 @@ import pytest
 
 from _asgi import Backend, Result, call, paths
 from conftest import FakeClock
-from premier.asgi import ASGIGateway
+from premier.asgi import ASGIGateway, http_cache
 from premier.errors import BackendError
 from premier.providers import AsyncInMemoryCache
 
@@ -637,8 +637,42 @@ async def test_the_invalidation_index_stays_bounded(make: Make) -> None:
     gateway = make(app, {}, pattern="/*")
     for i in range(300):
         await get(gateway, "/c/x", query=f"a={i}")
-    index = gateway._cache_index
+    index = gateway._cache_index.paths
     assert index.get("/c/x") is None  # past the per-path bound: remembered as "invalidate by prefix"
     assert (await get(gateway, "/c/x", query="a=7")).x_cache == "HIT"
     await call(gateway, method="POST", path="/c/x")
     assert (await get(gateway, "/c/x", query="a=7")).x_cache == "MISS"  # still invalidated
+
+
+async def test_a_path_that_left_the_index_leaves_no_entry_behind(make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its entries leave the store with it, those of a path of too many keys to list too: an unsafe
+    # request, finding nothing indexed, never leaves one of them to be served.
+    monkeypatch.setattr(http_cache, "_MAX_INDEXED_PATHS", 2)
+    gateway = make(Backend())
+    for i in range(65):
+        await get(gateway, "/many", query=f"a={i}")
+    assert gateway._cache_index.paths["/many"] is None
+    await get(gateway, "/one")
+    await get(gateway, "/two")  # /many, stored least recently, leaves the index
+    assert list(gateway._cache_index.paths) == ["/one", "/two"]
+    await call(gateway, "POST", "/many")
+    assert (await get(gateway, "/many", query="a=7")).x_cache == "MISS"
+
+
+async def test_the_invalidation_index_is_bounded_in_bytes(make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its keys outlive their entries (the store evicts and expires on its own) and are as long as the
+    # client makes them: the index counts what it holds, and past its budget the paths stored least
+    # recently leave it, their entries with them.
+    budget = 50_000
+    monkeypatch.setattr(http_cache, "_MAX_INDEX_BYTES", budget)
+    gateway = make(Backend())
+    for n in range(100):
+        for i in range(4):
+            await get(gateway, f"/p/{n}", query=f"q={i}{'x' * 150}")
+    index, overhead = gateway._cache_index, http_cache._INDEXED_OVERHEAD
+    held = sum(len(path) + overhead + sum(len(key) + overhead for key in keys or ()) for path, keys in index.paths.items())
+    assert index.nbytes == held <= budget
+    assert "/p/0" not in index.paths and "/p/99" in index.paths
+    assert (await get(gateway, "/p/0", query=f"q=1{'x' * 150}")).x_cache == "MISS"  # left with its path
+    await call(gateway, "POST", "/p/99")
+    assert (await get(gateway, "/p/99", query=f"q=1{'x' * 150}")).x_cache == "MISS"

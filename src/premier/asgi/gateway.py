@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import ASGIApp, Exchange, Message, Receive, Scope, Send, error_body, send_error
+from premier.asgi.http_cache import CacheIndex
 from premier.asgi.policy import Route, compile_route
 from premier.asgi.router import Router, normalize_path
 from premier.asgi.shortcut import shortcut_for_app
@@ -125,7 +126,7 @@ class ASGIGateway:
         self.events = Events()
         self.clock = clock
         self.wall_clock = wall_clock
-        self._cache_index: dict[str, set[str] | None] = {}  # path -> cache keys, shared by all configurations
+        self._cache_index = CacheIndex()  # path -> cache keys, shared by all configurations
         self._running = False  # between lifespan startup and shutdown (standalone mode)
         self._closing: set[asyncio.Task[None]] = set()
         self.config_file = config_file

@@ -41,7 +41,7 @@ from premier.asgi.exchange import Exchange, Message, Rejection, Send, error_body
 from premier.config.schema import CacheConfig
 from premier.errors import BackendError
 
-__all__ = ["HttpCacheStep"]
+__all__ = ["CacheIndex", "HttpCacheStep"]
 
 _STORABLE_STATUS = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -49,6 +49,8 @@ _NOT_STORED_HEADERS = frozenset({b"set-cookie", b"connection", b"keep-alive", b"
 _NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary", b"content-location", b"date"})
 _MAX_INDEXED_PATHS = 10_000
 _MAX_KEYS_PER_PATH = 64
+_MAX_INDEX_BYTES = 16 * 1024 * 1024
+_INDEXED_OVERHEAD = 100  # about what CPython spends on a string and its slot in a set, beyond its characters
 _ABSENT: Any = object()
 # Single flight across processes (a provider with locks, e.g. Redis): how long the fetching process
 # holds the lock at most, how long the others wait for its entry, and how often they look.
@@ -99,6 +101,59 @@ def _seconds(value: str | None) -> float | None:
     if value is None or not value.isdigit():
         return None
     return float(value)
+
+
+class CacheIndex:
+    """The keys stored for each path, so that an unsafe request removes its path's entries from an
+    in-process store by name (a clear by prefix scans the whole store). The gateway keeps one for all
+    its configurations: it outlives reloads, as the entries do.
+
+    Bounded whatever the keys' lengths: at most ``_MAX_INDEXED_PATHS`` paths and ``_MAX_INDEX_BYTES``
+    (characters, and ``_INDEXED_OVERHEAD`` for each path and key) — the paths stored least recently
+    leave first — and a path of more than ``_MAX_KEYS_PER_PATH`` keys is marked (``None``) and
+    invalidated by prefix."""
+
+    __slots__ = ("nbytes", "paths")
+
+    def __init__(self) -> None:
+        self.paths: dict[str, set[str] | None] = {}
+        self.nbytes = 0
+
+    def add(self, path: str, key: str) -> list[tuple[str, set[str] | None]]:
+        """Remember that ``key`` holds an entry of ``path``. Returns the paths that left the index to
+        make room, with their keys (as ``pop``): their entries must leave the store too, so that no
+        entry outlives the record that lets an unsafe request remove it."""
+        paths = self.paths
+        keys: set[str] | None = paths.pop(path, _ABSENT)  # (put back last: the least recently stored leaves first)
+        if keys is _ABSENT:
+            keys = set()
+            self.nbytes += len(path) + _INDEXED_OVERHEAD
+        paths[path] = keys
+        if keys is not None and key not in keys:
+            if len(keys) < _MAX_KEYS_PER_PATH:
+                keys.add(key)
+                self.nbytes += len(key) + _INDEXED_OVERHEAD
+            else:
+                paths[path] = None
+                self.nbytes -= sum(len(known) + _INDEXED_OVERHEAD for known in keys)
+        dropped = []
+        while paths and (len(paths) > _MAX_INDEXED_PATHS or self.nbytes > _MAX_INDEX_BYTES):
+            oldest = next(iter(paths))
+            dropped.append((oldest, self.pop(oldest)))
+        return dropped
+
+    def pop(self, path: str) -> set[str] | None:
+        """Forget ``path``: the keys recorded for it (none: nothing of it is stored), or ``None`` when it
+        had too many to list."""
+        keys: set[str] | None = self.paths.pop(path, _ABSENT)
+        if keys is _ABSENT:
+            return set()
+        self.nbytes -= len(path) + _INDEXED_OVERHEAD + sum(len(key) + _INDEXED_OVERHEAD for key in keys or ())
+        return keys
+
+    def clear(self) -> None:
+        self.paths.clear()
+        self.nbytes = 0
 
 
 class _TemplateValues(dict[str, str]):
@@ -258,13 +313,13 @@ class _Invalidation:
 
 class HttpCacheStep:
     __slots__ = (
-        "clock", "config", "default_ttl", "inflight", "key_template", "local", "max_entry_bytes", "next", "paths",
+        "clock", "config", "default_ttl", "index", "inflight", "key_template", "local", "max_entry_bytes", "next",
         "prefix", "provider", "shared",
     )
 
     def __init__(
         self, next: Step, config: CacheConfig, *, provider: Any, keyspace: str, clock: Callable[[], float] = time.time,
-        index: dict[str, set[str] | None] | None = None,
+        index: CacheIndex | None = None,
     ) -> None:
         from premier.providers import LocalProvider
 
@@ -279,9 +334,7 @@ class HttpCacheStep:
         self.max_entry_bytes = config.max_entry_bytes
         self.clock = clock
         self.inflight: dict[str, asyncio.Event] = {}
-        # path -> keys stored for it, for invalidation in an in-process provider; the gateway passes one
-        # index that outlives reloads, as the entries in the provider do.
-        self.paths: dict[str, set[str] | None] = {} if index is None else index
+        self.index = CacheIndex() if index is None else index  # (used with an in-process provider only)
 
     # -- keys and storage ------------------------------------------------------------------------
     def _path_prefix(self, path: str) -> str:
@@ -541,30 +594,23 @@ class HttpCacheStep:
         if vary:
             await self.provider.set(base_key, vary, ttl=lifetime)
             if self.local:  # (a shared store is invalidated by prefix: an index here could not list it)
-                self._index(ex.path, base_key)
+                await self._index(ex.path, base_key)
             key = _variant_key(base_key, vary, ex.scope["headers"])
         await self.provider.set(key, entry, ttl=lifetime)
         if self.local:
-            self._index(ex.path, key)
+            await self._index(ex.path, key)
 
-    def _index(self, path: str, key: str) -> None:
-        """Remember that ``key`` holds an entry of ``path``, for invalidation. Bounded: at most
-        ``_MAX_INDEXED_PATHS`` paths of ``_MAX_KEYS_PER_PATH`` keys; a path past that is marked
-        (``None``) and invalidated by prefix instead."""
-        keys = self.paths.get(path, _ABSENT)
-        if keys is _ABSENT:
-            if len(self.paths) >= _MAX_INDEXED_PATHS:
-                # The oldest path leaves the index: its entries leave the cache too, so no entry can
-                # outlive the record that lets an unsafe request invalidate it.
-                dropped = self.paths.pop(next(iter(self.paths)))
-                for stale in dropped or ():
-                    self.provider.delete_nowait(stale)
-            keys = self.paths[path] = set()
+    async def _index(self, path: str, key: str) -> None:
+        for left, keys in self.index.add(path, key):
+            await self._remove(left, keys)
+
+    async def _remove(self, path: str, keys: set[str] | None) -> None:
+        """Remove ``path``'s entries, given the keys the index had for it (``None``: too many to list)."""
         if keys is None:
-            return
-        keys.add(key)
-        if len(keys) > _MAX_KEYS_PER_PATH:
-            self.paths[path] = None
+            await self.provider.clear(self._path_prefix(path))
+        else:
+            for key in keys:
+                await self.provider.delete(key)
 
     async def _invalidate(self, path: str) -> None:
         if not self.local:
@@ -572,18 +618,11 @@ class HttpCacheStep:
             # prefix (a shared store keeps no index here, see _store).
             await self.provider.clear(self._path_prefix(path))
             return
-        keys = self.paths.pop(path, _ABSENT)
-        if keys is None:  # too many keys to list: remove the path's keys by prefix
-            await self.provider.clear(self._path_prefix(path))
-            return
-        if keys is _ABSENT:
-            return  # nothing of this path was stored
-        for key in keys:
-            await self.provider.delete(key)
+        await self._remove(path, self.index.pop(path))
 
     async def clear(self) -> None:
         await self.provider.clear(self.prefix)
-        self.paths.clear()
+        self.index.clear()
 
 
 def _variant_key(base_key: str, vary: tuple[bytes, ...], headers: list[tuple[bytes, bytes]]) -> str:

@@ -10,7 +10,7 @@ from premier.asgi.breaker import BreakerStep
 from premier.asgi.chain import Downstream, Entry, Step
 from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import ASGIApp
-from premier.asgi.http_cache import HttpCacheStep
+from premier.asgi.http_cache import CacheIndex, HttpCacheStep
 from premier.asgi.ratelimit import RateLimitStep
 from premier.asgi.retry import RetryStep
 from premier.asgi.shortcut import Shortcut, WireAnswer, shortcut_for, wire_for
@@ -51,7 +51,7 @@ def compile_route(
     events: Events,
     clock: Callable[[], float],
     wall_clock: Callable[[], float] = time.time,
-    cache_index: dict[str, set[str] | None] | None = None,
+    cache_index: CacheIndex | None = None,
     previous: Route | None = None,
 ) -> Route:
     """Builds the chain inside out: downstream ← cache ← rate limit ← breaker ← retry ← timeout ← entry.
