@@ -676,3 +676,25 @@ async def test_the_invalidation_index_is_bounded_in_bytes(make: Make, monkeypatc
     assert (await get(gateway, "/p/0", query=f"q=1{'x' * 150}")).x_cache == "MISS"  # left with its path
     await call(gateway, "POST", "/p/99")
     assert (await get(gateway, "/p/99", query=f"q=1{'x' * 150}")).x_cache == "MISS"
+
+
+@pytest.mark.parametrize("part", ["path", "query", "vary"])
+async def test_a_long_key_part_is_keyed_by_its_digest(make: Make, part: str) -> None:
+    # A client's long path, query or header value makes no long key (each part past 200 characters is
+    # keyed by its SHA-256), and still its own entry.
+    app = Backend(headers=[("vary", "x-token")], body=lambda n: f"call {n}".encode())
+    gateway = make(app)
+
+    async def fetch(long: str) -> Any:
+        return await get(gateway, "/" + long if part == "path" else "/r", query=long if part == "query" else "",
+                         headers=[("x-token", long)] if part == "vary" else [])
+
+    one, other = "a" * 5000, "a" * 4999 + "b"
+    first, again, different = await fetch(one), await fetch(one), await fetch(other)
+    assert (first.x_cache, again.x_cache, again.body) == ("MISS", "HIT", b"call 1")
+    assert (different.x_cache, different.body) == ("MISS", b"call 2")
+    keys = [key for keys in gateway._cache_index.paths.values() for key in keys or ()]
+    assert len(keys) == (3 if part == "vary" else 4)  # Vary markers (one when the URL is the same) and entries
+    assert max(len(key) for key in keys) < 400
+    await call(gateway, "POST", "/" + one if part == "path" else "/r")
+    assert (await fetch(one)).x_cache == "MISS"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.redis
 async def workers(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[ASGIGateway, ASGIGateway]]:
     from premier.providers.redis import AsyncRedisCache
 
-    app = Backend(body=lambda n: f"call {n}".encode())
+    app = Backend(headers=[("vary", "accept")], body=lambda n: f"call {n}".encode())
     cfg = paths(("/*", {"cache": {"expire_s": 60}}), keyspace=redis_prefix)
     providers = [AsyncRedisCache.from_url(redis_url, timeout=10) for _ in range(2)]
     try:
@@ -39,3 +39,20 @@ async def test_an_unsafe_request_removes_every_worker_s_entries_of_its_path(
     assert (await call(b, "GET", "/item", query="lang=fr")).x_cache == "MISS"
     assert (await call(b, "GET", "/item")).x_cache == "MISS"
     assert (await call(a, "GET", "/other")).x_cache == "HIT"  # other paths keep their entries
+
+
+async def test_long_key_parts_make_short_keys_that_an_unsafe_request_still_clears(
+    workers: tuple[ASGIGateway, ASGIGateway], redis_prefix: str,
+) -> None:
+    # The path, the query and the Vary'd values are each keyed by their SHA-256 past 200 characters; the
+    # path's prefix, computed alike, still finds every key of the path.
+    a, b = workers
+    long_path, long_query, long_value = "/" + "p" * 3000, "q=" + "x" * 3000, "v" * 3000
+    for worker, query in ((a, long_query), (b, "")):
+        assert (await call(worker, "GET", long_path, query=query, headers=[("accept", long_value)])).x_cache == "MISS"
+    client = b.provider.client
+    keys = [key async for key in client.scan_iter(match=f"{redis_prefix}:http:*")]
+    assert len(keys) == 4 and max(len(key) for key in keys) < 400  # two Vary markers, two entries
+    assert (await call(b, "GET", long_path, query=long_query, headers=[("accept", long_value)])).x_cache == "HIT"
+    await call(a, "DELETE", long_path)
+    assert [key async for key in client.scan_iter(match=f"{redis_prefix}:http:*")] == []

@@ -8,7 +8,8 @@
   (otherwise the default key is used, so distinct requests never share an entry; the query is read as
   the app reads it — blank values kept, the last of a name wins — and each value is filled in
   percent-encoded) — and the values of the request headers the response ``Vary``s on. ``Vary: *`` is
-  never stored.
+  never stored. A part of the key past 200 characters (path, query, template, Vary'd values) is keyed
+  by its SHA-256, so a client's long URL or header makes no long key.
 - Not stored: responses with ``no-store``, ``private`` or ``no-cache``, or with ``Set-Cookie`` (unless
   ``public``, and then without the cookie), and responses to requests with ``Authorization`` unless the
   response says ``public``, ``s-maxage`` or ``must-revalidate``.
@@ -30,6 +31,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -51,6 +53,12 @@ _MAX_INDEXED_PATHS = 10_000
 _MAX_KEYS_PER_PATH = 64
 _MAX_INDEX_BYTES = 16 * 1024 * 1024
 _INDEXED_OVERHEAD = 100  # about what CPython spends on a string and its slot in a set, beyond its characters
+# A key's parts — path, query, rendered template, Vary'd header values — are the client's to make long;
+# one past this many characters is keyed by its SHA-256 instead, so every key is a few hundred at most.
+_LONG_PART = 200
+# A digest starts with a character no query, header value or rendered template can hold (servers refuse
+# control characters in them); a path can, but its length, written first, tells it from a long one's digest.
+_DIGEST = "\x01"
 _ABSENT: Any = object()
 # Single flight across processes (a provider with locks, e.g. Redis): how long the fetching process
 # holds the lock at most, how long the others wait for its entry, and how often they look.
@@ -338,8 +346,9 @@ class HttpCacheStep:
 
     # -- keys and storage ------------------------------------------------------------------------
     def _path_prefix(self, path: str) -> str:
-        # The path's length makes the key unambiguous: no path/query split can imitate another.
-        return f"{self.prefix}GET:{len(path)}:{path}"
+        # The path's length makes the key unambiguous: no path/query split can imitate another (nor a
+        # short path a long one's digest: the length written is the path's own).
+        return f"{self.prefix}GET:{len(path)}:{_bounded(path)}"
 
     def _base_key(self, ex: Exchange) -> str:
         return self._key(ex.scope.get("query_string", b""), ex.path, ex.params)
@@ -354,9 +363,11 @@ class HttpCacheStep:
             try:
                 # The template picks what distinguishes entries *within* the path (which query
                 # parameters matter); it never lets two paths share an entry.
-                return f"{self._path_prefix(path)}#{self.key_template.format_map(values)}"
+                return f"{self._path_prefix(path)}#{_bounded(self.key_template.format_map(values))}"
             except (KeyError, IndexError, ValueError, AttributeError):
                 pass  # the request lacks a {name}: fall back to the full key, never share wrongly
+        if len(query) > _LONG_PART or len(path) > _LONG_PART:
+            return f"{self._path_prefix(path)}?{_bounded(query)}"
         return f"{self.prefix}GET:{len(path)}:{path}?{query}"  # (_path_prefix's, inline: the hit's hot path)
 
     async def _lookup(self, ex: Exchange, base_key: str) -> CachedResponse | None:
@@ -627,7 +638,14 @@ class HttpCacheStep:
 
 def _variant_key(base_key: str, vary: tuple[bytes, ...], headers: list[tuple[bytes, bytes]]) -> str:
     values = [next((v for k, v in headers if k == name), b"").decode("latin-1") for name in vary]
-    return base_key + "\x00" + "\x00".join(values)
+    return base_key + "\x00" + _bounded("\x00".join(values))
+
+
+def _bounded(part: str) -> str:
+    """A key's ``part`` as it is, or past ``_LONG_PART`` characters ``_DIGEST`` and its SHA-256 in hex."""
+    if len(part) <= _LONG_PART:
+        return part
+    return _DIGEST + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _freshness(
