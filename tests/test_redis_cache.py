@@ -3,6 +3,7 @@ provider and client, as each worker of a server would."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -56,3 +57,12 @@ async def test_long_key_parts_make_short_keys_that_an_unsafe_request_still_clear
     assert (await call(b, "GET", long_path, query=long_query, headers=[("accept", long_value)])).x_cache == "HIT"
     await call(a, "DELETE", long_path)
     assert [key async for key in client.scan_iter(match=f"{redis_prefix}:http:*")] == []
+
+
+async def test_no_request_header_value_makes_the_key_of_a_lock(workers: tuple[ASGIGateway, ASGIGateway]) -> None:
+    # The lock that holds the other processes' misses while one fetches was at the key of the variant
+    # whose Vary'd value is "lock": once stored, every miss of the URL waited for a fetch that never came.
+    a, b = workers
+    assert (await call(a, "GET", "/item", headers=[("accept", "lock")])).x_cache == "MISS"
+    miss = await asyncio.wait_for(call(b, "GET", "/item", headers=[("accept", "text/html")]), 2)  # (5 s before)
+    assert (miss.x_cache, miss.body) == ("MISS", b"call 2")

@@ -65,7 +65,7 @@ _ABSENT: Any = object()
 _LOCK_TTL = 10.0
 _LOCK_WAIT = 5.0
 _LOCK_POLL = 0.02
-_LOCK_SUFFIX = "\x00lock"
+_LOCK_SUFFIX = "\x01lock"  # (not "\x00lock": that is the key of the entry Vary'd on one header whose value is "lock")
 _NOT_CACHED = error_body(504, "Not in cache (only-if-cached)")
 _NO_DIRECTIVES: dict[str, str] = {}
 
