@@ -1,10 +1,12 @@
 """Real servers for tests: uvicorn or Premier's own server running an ASGI app on a free loopback port,
-in a thread; and servers in their own processes (the proxy's backends, ``premier serve``)."""
+in a thread; and servers in their own processes (the proxy's backends, ``premier serve``, ``redis-server``)."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -167,3 +169,74 @@ def gateway_process(config_file: Path, *extra: str, log: Path | None = None) -> 
     args = [sys.executable, "-m", "premier.cli", "serve", str(config_file), "--port", str(port),
             "--log-level", "info", "--no-access-log", *extra]
     return Process(args, port, log=log)
+
+
+class RedisServer:
+    """A ``redis-server`` of our own on ``port``, without persistence: a restart forgets everything."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, signal.SIGCONT)  # in case it was frozen
+                self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def freeze(self) -> None:
+        """The server stops answering (connections hang) without closing them: a timeout, not a refusal."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def command(self, *args: Any) -> Any:
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A started ``redis-server`` of the test's own on a free port (its keys and stats are the test's
+    alone), killed after."""
+    server = RedisServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            os.kill(server.proc.pid, signal.SIGCONT)
+            server.proc.kill()
+            server.proc.wait(10)

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -21,6 +17,7 @@ from typing import Any
 import pytest
 
 from _asgi import call
+from _servers import RedisServer, redis_server
 from premier.asgi import ASGIGateway, GatewayConfig
 from premier.errors import BackendError
 from premier.features.ratelimit import FixedWindow, SlidingWindow
@@ -30,81 +27,12 @@ pytestmark = pytest.mark.redis
 LONG = 1_000_000  # no fixed-window edge falls inside a test
 
 
-class RedisServer:
-    """A ``redis-server`` of our own on ``port``, without persistence: a restart forgets everything."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGCONT)  # in case it was frozen
-                self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    def freeze(self) -> None:
-        """The server stops answering (connections hang) without closing them: a timeout, not a refusal."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def command(self, *args: Any) -> Any:
-        import redis
-
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        try:
-            return client.execute_command(*args)
-        finally:
-            client.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(redis_url: str) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not on PATH")
-    server = RedisServer(_free_port())
-    server.start()
-    try:
+    with redis_server() as server:
         yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            os.kill(server.proc.pid, signal.SIGCONT)
-            server.proc.kill()
-            server.proc.wait(10)
 
 
 def outage_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
