@@ -150,6 +150,36 @@ async def test_a_frozen_redis_costs_one_timeout_per_retry_interval_not_one_per_r
         await provider.close()
 
 
+async def test_groups_fall_back_to_local_memory_and_a_clear_says_it_could_not_clear(
+    server: RedisServer, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="premier")
+    provider = provider_for(server, "local")
+    group = f"{redis_prefix}:item"
+    try:
+        await provider.set_in_group(group, group + "?a", "on Redis", ttl=60)
+        server.stop()
+        await provider.set_in_group(group, group + "?b", "in memory", ttl=60)
+        assert await provider.get(group + "?b") == "in memory"
+        with pytest.raises(BackendError, match="not cleared"):
+            await provider.clear_group(group)  # as clear() says it
+        assert await provider.get(group + "?b") is None  # the local fallback is cleared all the same
+        assert len(outage_logs(caplog)) == 1
+
+        server.start()  # empty, its scripts too
+
+        async def back_on_redis() -> bool:
+            await provider.set_in_group(group, group + "?c", "on Redis again", ttl=60)
+            return bool(server.command("EXISTS", group + "?c"))
+
+        await until(back_on_redis)
+        assert server.command("ZCARD", group) == 1
+        await provider.clear_group(group)
+        assert server.command("EXISTS", group, group + "?c") == 0
+    finally:
+        await provider.close()
+
+
 async def test_scripts_are_loaded_again_after_script_flush(
     server: RedisServer, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from premier.features.ratelimit.algorithm import Decision, RateLimitAlgorithm
 from premier.providers.memory import AsyncInMemoryCache
 
-__all__ = ["AsyncInMemoryCache", "CacheProvider", "LocalProvider"]
+__all__ = ["AsyncInMemoryCache", "CacheProvider", "GroupingProvider", "LocalProvider"]
 
 
 @runtime_checkable
@@ -38,6 +38,25 @@ class CacheProvider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class GroupingProvider(CacheProvider, Protocol):
+    """A provider that records which keys were stored in a group, so that removing them costs the group's
+    own keys rather than a look at every key (``clear`` by prefix). Optional: the HTTP cache checks for
+    it once, and clears a provider without it by the group's prefix.
+
+    A group is named by a prefix of each of its keys, and no key is the group itself (the provider
+    may keep its record there): a provider that cannot list a group may ``clear(group)`` instead."""
+
+    async def set_in_group(self, group: str, key: str, value: Any, *, ttl: float | None = None) -> None:
+        """``set``, and record ``key`` as one of ``group``'s, for as long as its value may live."""
+        ...
+
+    async def clear_group(self, group: str) -> None:
+        """Remove every key recorded in ``group``, and the record. A key stored concurrently is either
+        removed or stays recorded, never left out of the record."""
+        ...
 
 
 @runtime_checkable

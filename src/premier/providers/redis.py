@@ -8,6 +8,11 @@ that uses the same Redis (``pip install 'premier[redis]'``).
 - Cache values are stored pickled, with TTLs. Redis must therefore be trusted: whoever can write to it
   can make the gateway unpickle what they wrote.
 - ``clear(prefix)`` removes only keys under ``prefix`` (the keyspace), with SCAN — never KEYS or FLUSHDB.
+- Groups (``set_in_group``, ``clear_group``): the keys stored in a group are recorded at the group's own
+  key, a sorted set of each key's expiry, so clearing the group costs its keys, not a SCAN of the
+  database. A Lua script stores an entry and records it in one step, and another removes keys with their
+  records, so a store racing a clear is never left unrecorded (see ``clear_group``). Those scripts touch
+  keys of several slots: on a cluster client groups fall back to SCAN by their prefix.
 - When Redis cannot be reached or times out, ``on_backend_error`` decides: ``local`` (the default) keeps
   limiting and caching in this process's memory until Redis is back — each process then enforces the
   quota on its own; ``allow`` admits every request and caches nothing; ``deny`` rejects rate-limited
@@ -48,6 +53,7 @@ OnBackendError = Literal["local", "allow", "deny"]
 # Errors that mean "Redis is not there right now" (as opposed to a bug, which is raised).
 _UNREACHABLE = (_RedisConnectionError, _RedisTimeoutError, OSError, TimeoutError)
 _SCAN_BATCH = 500
+_GROUP_BATCH = 500  # keys a clear_group removes per script call (Redis serves nothing else meanwhile)
 # A client whose (non-blocking) pool has no free connection raises at once, before sending anything:
 # this process is busy, Redis is not down. So the provider queues its commands for the pool's
 # connections (see AsyncRedisCache._run), and a command that still finds none (the client is shared
@@ -99,8 +105,12 @@ class AsyncRedisCache:
         self.retry_interval = retry_interval
         self._scripts = {
             name: client.register_script(_script(name))
-            for name in ("fixed_window", "sliding_window", "token_bucket", "leaky_bucket", "unlock")
+            for name in (
+                "fixed_window", "sliding_window", "token_bucket", "leaky_bucket", "unlock", "group_set", "group_clear"
+            )
         }
+        # A cluster client has no single pool; a group's keys lie in many slots, which a script may not span.
+        self._cluster = getattr(client, "connection_pool", None) is None
         self._local = AsyncInMemoryCache()  # serves `local` during an outage
         # At most as many commands in flight as the pool has connections: the others queue here, where
         # they can be failed at once when Redis turns out to be gone (see _run), rather than each
@@ -272,14 +282,26 @@ class AsyncRedisCache:
         return None if raw is None else pickle.loads(raw)
 
     async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+        await self._set(key, value, ttl, None)
+
+    async def set_in_group(self, group: str, key: str, value: Any, *, ttl: float | None = None) -> None:
+        """``set``, and record ``key`` in ``group`` (a prefix of ``key``) for ``clear_group``: one round
+        trip. The record lives as long as the group's longest-lived entry."""
+        await self._set(key, value, ttl, None if self._cluster else group)
+
+    async def _set(self, key: str, value: Any, ttl: float | None, group: str | None) -> None:
         if not self._use_redis():
             if self.on_backend_error == "local":
-                self._local.set_nowait(key, value, ttl=ttl)
+                self._local.set_nowait(key, value, ttl=ttl)  # (the fallback is cleared by prefix: no record)
             return
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        px = max(1, math.ceil(ttl * 1000)) if ttl is not None else None
         try:
-            px = max(1, math.ceil(ttl * 1000)) if ttl is not None else None
-            await self._run(lambda: self.client.set(key, data, px=px))
+            if group is None:
+                await self._run(lambda: self.client.set(key, data, px=px))
+            else:
+                script = self._scripts["group_set"]
+                await self._run(lambda: script(keys=[key, group], args=[data, px or 0]))
         except _UNREACHABLE as error:
             self._failed(error)
             if self.on_backend_error == "local":
@@ -316,6 +338,28 @@ class AsyncRedisCache:
             raise BackendError(f"Redis is unreachable; {prefix!r} was not cleared") from error
         except RedisError as error:
             raise BackendError(f"Redis SCAN/UNLINK failed: {error}") from error
+
+    async def clear_group(self, group: str) -> None:
+        """Remove the keys stored with ``set_in_group(group, ...)``, and their record: a round trip per
+        ``_GROUP_BATCH`` of them, whatever else the database holds.
+
+        Each key leaves the record in the same step as its entry leaves the store, so an entry stored
+        meanwhile is either removed or stays recorded for the next clear; every entry stored before
+        the call is gone when it returns. During an outage the local fallback is cleared and
+        :class:`BackendError` raised, as ``clear`` does."""
+        if self._cluster:
+            await self.clear(group)  # (a group is a prefix of its keys)
+            return
+        self._local.clear_nowait(group)
+        script = self._scripts["group_clear"]
+        try:
+            while await self._run(lambda: script(keys=[group], args=[_GROUP_BATCH])) == _GROUP_BATCH:
+                pass
+        except _UNREACHABLE as error:
+            self._failed(error)
+            raise BackendError(f"Redis is unreachable; {group!r} was not cleared") from error
+        except RedisError as error:
+            raise BackendError(f"Redis could not clear the group {group!r}: {error}") from error
 
     # -- rate limiting --------------------------------------------------------------------------
     async def acquire(self, key: str, algorithm: RateLimitAlgorithm, cost: int = 1) -> Decision:
