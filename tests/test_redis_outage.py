@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from _asgi import call
+from _asgi import Backend, call, paths
 from _servers import RedisServer, redis_server
 from premier.asgi import ASGIGateway, GatewayConfig
 from premier.errors import BackendError
@@ -176,6 +176,25 @@ async def test_groups_fall_back_to_local_memory_and_a_clear_says_it_could_not_cl
         assert server.command("ZCARD", group) == 1
         await provider.clear_group(group)
         assert server.command("EXISTS", group, group + "?c") == 0
+    finally:
+        await provider.close()
+
+
+async def test_an_unsafe_request_during_an_outage_answers_then_raises_that_it_could_not_invalidate(
+    server: RedisServer, redis_prefix: str
+) -> None:
+    provider = provider_for(server, "local")
+    gateway = ASGIGateway(paths(("/*", {"cache": {"expire_s": 60}}), keyspace=redis_prefix), app=Backend(),
+                          cache_provider=provider)
+    try:
+        await call(gateway, "GET", "/item")
+        assert (await call(gateway, "GET", "/item")).x_cache == "HIT"
+        server.stop()
+        sent: list[dict[str, Any]] = []
+        with pytest.raises(BackendError, match="not cleared"):  # raised once the app is done
+            await call(gateway, "POST", "/item", on_send=sent.append)
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+        assert (await call(gateway, "GET", "/item")).x_cache == "MISS"
     finally:
         await provider.close()
 

@@ -22,9 +22,10 @@
 - Concurrent misses for one key make one downstream call; the others wait for it and are served its
   entry — or go downstream themselves as soon as its head (or a body past ``max_entry_bytes``) shows it
   will not be stored (a ``no-store`` stream holds no one; a storable one is waited for whole).
-- A successful unsafe request (POST, PUT, PATCH, DELETE) removes the stored entries of its path —
-  in a store shared between processes, by the path's prefix: every process's entries — as soon as the
-  app's head shows success (2xx, 3xx), before it goes on to the client.
+- A successful unsafe request (POST, PUT, PATCH, DELETE) removes the stored entries of its path — in a
+  store shared between processes, every process's: those recorded in the path's group in the store
+  (a ``GroupingProvider``: Redis), else by the path's prefix — as soon as the app's head shows success
+  (2xx, 3xx), before it goes on to the client.
 - Bodies larger than ``max_entry_bytes`` stream through and are not stored.
 """
 
@@ -59,6 +60,10 @@ _LONG_PART = 200
 # A digest starts with a character no query, header value or rendered template can hold (servers refuse
 # control characters in them); a path can, but its length, written first, tells it from a long one's digest.
 _DIGEST = "\x01"
+# Named in every key: entries stored before shared stores recorded each path's keys (``GET:`` and on,
+# cleared by prefix) are in no path's record, so an unsafe request would leave them to be served; this
+# layout never reads them. (A clear of the keyspace still removes them.)
+_LAYOUT = "2:GET:"
 _ABSENT: Any = object()
 # Single flight across processes (a provider with locks, e.g. Redis): how long the fetching process
 # holds the lock at most, how long the others wait for its entry, and how often they look.
@@ -321,21 +326,23 @@ class _Invalidation:
 
 class HttpCacheStep:
     __slots__ = (
-        "clock", "config", "default_ttl", "index", "inflight", "key_template", "local", "max_entry_bytes", "next",
-        "prefix", "provider", "shared",
+        "clock", "config", "default_ttl", "grouped", "index", "inflight", "key_template", "local", "max_entry_bytes",
+        "next", "prefix", "provider", "shared",
     )
 
     def __init__(
         self, next: Step, config: CacheConfig, *, provider: Any, keyspace: str, clock: Callable[[], float] = time.time,
         index: CacheIndex | None = None,
     ) -> None:
-        from premier.providers import LocalProvider
+        from premier.providers import GroupingProvider, LocalProvider
 
         self.next = next
         self.config = config
         self.provider = provider
         self.local = isinstance(provider, LocalProvider)
         self.shared = not self.local and callable(getattr(provider, "lock", None))
+        # A store shared between processes records each path's keys itself, or is cleared by prefix.
+        self.grouped = not self.local and isinstance(provider, GroupingProvider)
         self.prefix = f"{keyspace}:http:"
         self.default_ttl = config.expire_s
         self.key_template = config.cache_key
@@ -347,8 +354,9 @@ class HttpCacheStep:
     # -- keys and storage ------------------------------------------------------------------------
     def _path_prefix(self, path: str) -> str:
         # The path's length makes the key unambiguous: no path/query split can imitate another (nor a
-        # short path a long one's digest: the length written is the path's own).
-        return f"{self.prefix}GET:{len(path)}:{_bounded(path)}"
+        # short path a long one's digest: the length written is the path's own). It names the path's group
+        # in a store that keeps groups: no key is the prefix itself (each goes on with "?" or "#").
+        return f"{self.prefix}{_LAYOUT}{len(path)}:{_bounded(path)}"
 
     def _base_key(self, ex: Exchange) -> str:
         return self._key(ex.scope.get("query_string", b""), ex.path, ex.params)
@@ -368,7 +376,7 @@ class HttpCacheStep:
                 pass  # the request lacks a {name}: fall back to the full key, never share wrongly
         if len(query) > _LONG_PART or len(path) > _LONG_PART:
             return f"{self._path_prefix(path)}?{_bounded(query)}"
-        return f"{self.prefix}GET:{len(path)}:{path}?{query}"  # (_path_prefix's, inline: the hit's hot path)
+        return f"{self.prefix}{_LAYOUT}{len(path)}:{path}?{query}"  # (_path_prefix's, inline: the hit's hot path)
 
     async def _lookup(self, ex: Exchange, base_key: str) -> CachedResponse | None:
         """The stored entry for this request, from a provider that must be awaited (the in-process
@@ -603,13 +611,18 @@ class HttpCacheStep:
         entry = CachedResponse(capture.status, stored, b"".join(capture.body), now - age, expires_at, etag, vary, auth_ok)
         key = base_key
         if vary:
-            await self.provider.set(base_key, vary, ttl=lifetime)
-            if self.local:  # (a shared store is invalidated by prefix: an index here could not list it)
-                await self._index(ex.path, base_key)
+            await self._put(ex.path, base_key, vary, lifetime)
             key = _variant_key(base_key, vary, ex.scope["headers"])
-        await self.provider.set(key, entry, ttl=lifetime)
-        if self.local:
-            await self._index(ex.path, key)
+        await self._put(ex.path, key, entry, lifetime)
+
+    async def _put(self, path: str, key: str, value: Any, ttl: float | None) -> None:
+        """Store an entry (or a Vary marker) of ``path`` where an unsafe request to it will find it."""
+        if self.grouped:  # (recorded in the store: other processes' entries of the path are there too)
+            await self.provider.set_in_group(self._path_prefix(path), key, value, ttl=ttl)
+            return
+        await self.provider.set(key, value, ttl=ttl)
+        if self.local:  # (a shared store without groups is invalidated by prefix: no index here could list it)
+            await self._index(path, key)
 
     async def _index(self, path: str, key: str) -> None:
         for left, keys in self.index.add(path, key):
@@ -624,12 +637,19 @@ class HttpCacheStep:
                 await self.provider.delete(key)
 
     async def _invalidate(self, path: str) -> None:
-        if not self.local:
+        if self.grouped:
+            # Every process's keys of the path are recorded in its group (see _put): a round trip or so,
+            # however large the store. An entry stored before is gone when this returns; one stored
+            # meanwhile is removed or stays recorded, for the next unsafe request to find. (A GET that
+            # read the app before its change and stores after this still leaves its entry to be served,
+            # as with a clear by prefix or the index: until its TTL or the next unsafe request.)
+            await self.provider.clear_group(self._path_prefix(path))
+        elif not self.local:
             # Other processes store there too, under keys this one never saw: remove the path's keys by
-            # prefix (a shared store keeps no index here, see _store).
+            # prefix (a scan of the store).
             await self.provider.clear(self._path_prefix(path))
-            return
-        await self._remove(path, self.index.pop(path))
+        else:
+            await self._remove(path, self.index.pop(path))
 
     async def clear(self) -> None:
         await self.provider.clear(self.prefix)
