@@ -206,6 +206,30 @@ async def test_an_unsafe_request_invalidates_on_its_head_whatever_the_app_does_a
     assert (await get(gateway)).x_cache == "MISS"
 
 
+@pytest.mark.parametrize("ends", ["answers", "raises"])
+async def test_an_unsafe_request_stopped_by_its_deadline_invalidates_all_the_same(make: Make, ends: str) -> None:
+    # It made its change, then was told "disconnect" at the deadline: its answer (or its exception) is
+    # dropped for the timeout's 504, but the entry it made stale must not be served after that 504.
+    version = 1
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal version
+        if scope["method"] == "POST":
+            version = 2
+            await receive()  # the body
+            await receive()  # "disconnect", at the deadline
+            if ends == "raises":
+                raise RuntimeError("the client left")  # as Starlette's ClientDisconnect
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"v%d" % version})
+
+    gateway = make(app, more={"timeout": {"seconds": 0.02}})
+    assert (await get(gateway)).body == b"v1"
+    assert (await call(gateway, "POST", "/r")).status == 504
+    again = await get(gateway)
+    assert (again.x_cache, again.body) == ("MISS", b"v2")
+
+
 async def test_a_store_failing_to_invalidate_leaves_the_app_s_answer_to_the_client(clock: FakeClock) -> None:
     class Failing(AsyncInMemoryCache):
         async def delete(self, key: str) -> None:

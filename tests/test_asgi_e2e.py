@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -188,6 +189,46 @@ def test_a_dot_segment_cannot_climb_out_of_the_root_path(bypass: str) -> None:
         assert (first[0], first[2], "ratelimit" in first[1]) == (200, b"admin", True)
         status, _, body = raw_get(base_url, bypass)
     assert status == 429, f"{bypass} slipped past the /v1/api/admin/* policy: {status} {body!r}"
+
+
+async def test_a_websocket_cannot_climb_out_of_the_root_path_either(caplog: pytest.LogCaptureFixture) -> None:
+    # (in process: the scope as uvicorn --root-path /v1 makes it; the HTTP test above goes through uvicorn)
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def admin(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    config = GatewayConfig.from_yaml(
+        "premier:\n  paths:\n    - pattern: /v1/admin/*\n"
+        "      features: {rate_limit: {quota: 1, duration: 60}, monitoring: {log_threshold: 0}}\n"
+    )
+    gateway = ASGIGateway(config, app=Starlette(routes=[WebSocketRoute("/admin/ws", admin)]))
+
+    async def connect(path: str, client: str = "127.0.0.1") -> str:
+        scope = {"type": "websocket", "path": path, "raw_path": path.encode(), "root_path": "/v1",
+                 "query_string": b"", "headers": [(b"host", b"x")], "client": (client, 1),
+                 "server": ("127.0.0.1", 80), "scheme": "ws", "subprotocols": [], "asgi": {"version": "3.0"}}
+        incoming = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+        sent: list[str] = []
+
+        async def receive() -> dict[str, Any]:
+            return incoming.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+
+        await gateway(scope, receive, send)
+        return sent[0]
+
+    with caplog.at_level(logging.INFO, logger="premier"):
+        assert await connect("/v1/admin/ws") == "websocket.accept"
+        assert await connect("/v1/../admin/ws") == "websocket.close"  # the policy's second connection: refused
+        assert await connect("/v1/admin/ws\n", client="127.0.0.2") == "websocket.accept"  # (Starlette's $)
+    closed = [r.getMessage() for r in caplog.records if "closed" in r.getMessage()]
+    assert len(closed) == 2 and "websocket /v1/admin/ws\\n closed" in closed[1]  # logged escaped
 
 
 def test_fastapi_background_tasks_outlive_the_timeout() -> None:

@@ -545,6 +545,26 @@ async def test_an_attempt_stopped_by_the_deadline_is_not_retried(sleeps: _SleepR
     assert sleeps.waits == []
 
 
+async def test_a_retryable_answer_then_the_deadline_is_not_retried(sleeps: _SleepRecorder) -> None:
+    # A 503 head (swallowed, to be retried), then the app listens, as a streaming response or Django
+    # does, until the deadline's "disconnect": it returns normally, and the timeout answers, not a retry.
+    calls = 0
+
+    async def answers_then_listens(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await read_body(receive)
+        await receive()  # "disconnect", at the deadline
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    gateway = ASGIGateway(paths(("/*", {"retry": {"max_attempts": 3}, "timeout": {"seconds": 0.02}})),
+                          app=answers_then_listens)
+    assert (await call(gateway)).status == 504
+    assert calls == 1
+    assert sleeps.waits == []
+
+
 async def test_a_retried_request_spends_one_rate_limit_token(sleeps: _SleepRecorder) -> None:
     # quota 2: the first request needs 3 attempts, yet the client still has its second request.
     app = flaky(2)

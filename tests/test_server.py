@@ -317,6 +317,20 @@ def test_endless_trailer_fields_are_cut_off(connect: Any, caplog: pytest.LogCapt
     assert any("trailer fields or chunk headers are larger" in r.getMessage() for r in caplog.records)
 
 
+def test_a_newline_in_the_path_cannot_forge_a_server_log_line(connect: Any, caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.INFO), serve_premier(broken, access_log=True) as url:
+        client = connect(url)
+        client.send(b"GET /x%0AERROR%20premier:%20forged HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.response()[0] == 500
+    lines = [r.getMessage() for r in caplog.records if r.name in ("premier.server", "premier.access")]
+    assert any("exception in the ASGI application (GET /x\\nERROR premier: forged)" in line for line in lines)
+    assert any('"GET /x\\nERROR premier: forged HTTP/1.1" 500' in line for line in lines)  # the access log
+    assert not [line for line in lines if "\n" in line]
+
+
 def test_a_stalled_request_body_closes_the_connection_and_tells_the_app(connect: Any) -> None:
     told: list[Any] = []
 

@@ -264,10 +264,7 @@ class ASGIGateway:
         if compiled.dashboard is not None and compiled.dashboard.serves(raw_path):
             await compiled.dashboard(scope, receive, send)
             return
-        if ("/." in raw_path or "//" in raw_path) and scope.get("root_path"):
-            route, path, params = compiled.router.match(_below_root(raw_path, scope["root_path"]))
-        else:
-            route, path, params = compiled.router.match(raw_path)
+        route, path, params = _match(compiled.router, scope, raw_path)
         if path is not raw_path and path != raw_path:
             # (The memo hands back the first request's string: an equal path is not a normalised one.)
             scope = self._normalised(scope, path)
@@ -326,7 +323,7 @@ class ASGIGateway:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         compiled = self._compiled
         raw_path = scope["path"]
-        route, path, _ = compiled.router.match(raw_path)
+        route, path, _ = _match(compiled.router, scope, raw_path)
         if path != raw_path:
             scope = self._normalised(scope, path)
         await compiled.websockets[route.pattern if route is not None else _UNMATCHED](scope, receive, send)
@@ -365,6 +362,13 @@ class ASGIGateway:
             await send(message)
 
         return lifespan_send
+
+
+def _match(router: Router[Route], scope: Scope, raw_path: str) -> tuple[Route | None, str, dict[str, str]]:
+    """``router.match`` for a request (HTTP or WebSocket), its dot segments kept within its ``root_path``."""
+    if ("/." in raw_path or "//" in raw_path) and scope.get("root_path"):
+        return router.match(_below_root(raw_path, scope["root_path"]))
+    return router.match(raw_path)
 
 
 def _below_root(path: str, root_path: str) -> str:

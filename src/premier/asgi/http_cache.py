@@ -305,23 +305,35 @@ class _Invalidation:
     moment it has the answer, cannot be served the entry the request just made stale (after the app
     returned was too late: a Starlette background task runs before it returns)."""
 
-    __slots__ = ("error", "path", "send", "step")
+    __slots__ = ("done", "error", "path", "send", "step")
 
     def __init__(self, step: HttpCacheStep, path: str, send: Send) -> None:
         self.step = step
         self.path = path
         self.send = send
+        self.done = False
         self.error: BackendError | None = None  # the store's failure, raised once the app is done
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
-            try:
-                await self.step._invalidate(self.path)
-            except BackendError as error:
-                # The app's answer stands (its change is made): the client gets it, and the error is
-                # raised after it, as when invalidation came last.
-                self.error = error
+            await self._invalidate()
         await self.send(message)
+
+    async def after(self, ex: Exchange) -> None:
+        """Once the app is done: a request stopped by its deadline may have made its change all the
+        same — its answer was dropped (``Exchange.from_app``), its outcome is unknown — so its path's
+        entries go too, before the timeout's answer reaches the client."""
+        if ex.timed_out and not self.done:
+            await self._invalidate()
+
+    async def _invalidate(self) -> None:
+        self.done = True
+        try:
+            await self.step._invalidate(self.path)
+        except BackendError as error:
+            # The app's answer stands (its change is made): the client gets it, and the error is
+            # raised after it, as when invalidation came last.
+            self.error = error
 
 
 class HttpCacheStep:
@@ -397,8 +409,12 @@ class HttpCacheStep:
             ex.send = invalidation = _Invalidation(self, ex.path, outer_send)
             try:
                 await self.next(ex)
+            except Exception:  # (Starlette's ClientDisconnect when told "disconnect" at the deadline)
+                await invalidation.after(ex)
+                raise
             finally:
                 ex.send = outer_send
+            await invalidation.after(ex)
             if invalidation.error is not None:
                 raise invalidation.error
             return

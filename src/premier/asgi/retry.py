@@ -126,8 +126,10 @@ class RetryStep:
                         raise
                     reason = repr(error)
                 else:
-                    if attempt_send is None or not attempt_send.swallowed or ex.client_left:
-                        return  # (a client that left is not answered: the swallowed answer reaches nobody)
+                    if attempt_send is None or not attempt_send.swallowed or ex.client_left or ex.timed_out:
+                        # (a client that left is not answered: the swallowed answer reaches nobody; past
+                        # the deadline, the timeout answers)
+                        return
                     wait = max(policy.wait_after(attempt), attempt_send.retry_after)
                     reason = f"status {ex.upstream_status}"
                 logger.info(

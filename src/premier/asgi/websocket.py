@@ -120,7 +120,7 @@ class WebSocketPolicy:
         if self.monitoring and event.accepted:
             logger.info(
                 "websocket %s closed (%s) after %.3fs: in %d messages / %d bytes, out %d messages / %d bytes",
-                event.path, event.close_code, event.duration, event.messages_in, event.bytes_in,
+                printable(event.path), event.close_code, event.duration, event.messages_in, event.bytes_in,
                 event.messages_out, event.bytes_out,
             )
         if self.events.active:

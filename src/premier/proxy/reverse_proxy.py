@@ -137,7 +137,7 @@ class ReverseProxy:
                 return
             except _ClientStalled:
                 logger.warning("client %s: its request body stopped arriving (nothing within %g s); answering 408 "
-                               "(%s %s)", _client_address(scope), self.read_timeout, method, scope["path"])
+                               "(%s %s)", _client_address(scope), self.read_timeout, method, printable(scope["path"]))
                 message = f"the request body stopped arriving (nothing within {self.read_timeout:g} s)"
                 await send_error(send, 408, error_body(408, message), [(b"connection", b"close")])
                 return

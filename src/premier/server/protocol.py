@@ -37,7 +37,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from premier.asgi.exchange import ASGIApp, Message, error_body
+from premier.asgi.exchange import ASGIApp, Message, error_body, printable
 
 if TYPE_CHECKING:
     from premier.server.runner import ServerState
@@ -347,7 +347,7 @@ class _Request:
                 connection.transport.close()
             raise
         except Exception as exc:
-            logger.error("exception in the ASGI application (%s %s)", self.scope["method"], self.scope["path"],
+            logger.error("exception in the ASGI application (%s %s)", self.scope["method"], printable(self.scope["path"]),
                          exc_info=exc)
             if not self.started and not self.disconnected:
                 self._answer_500()
@@ -358,11 +358,11 @@ class _Request:
                 return
             if not self.started:
                 logger.error("the ASGI application returned without a response (%s %s)",
-                             self.scope["method"], self.scope["path"])
+                             self.scope["method"], printable(self.scope["path"]))
                 self._answer_500()
             else:
                 logger.warning("the ASGI application returned before its response's end (%s %s): "
-                               "closing the connection", self.scope["method"], self.scope["path"])
+                               "closing the connection", self.scope["method"], printable(self.scope["path"]))
                 connection.transport.close()
 
     def _answer_500(self) -> None:
@@ -683,8 +683,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _log_access(self, method: str, target: str, version: str, status: int) -> None:
         client = self.client
-        access_logger.info('%s - "%s %s HTTP/%s" %d', f"{client[0]}:{client[1]}" if client else "-", method, target,
-                           version, status)
+        access_logger.info('%s - "%s %s HTTP/%s" %d', f"{client[0]}:{client[1]}" if client else "-", method,
+                           printable(target), version, status)
 
     def _refuse(self, status: int, message: str) -> None:
         """Answers a request the server cannot take (malformed, too large, too slow), then closes —
