@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -74,6 +75,20 @@ def redis_url() -> str:
             pytest.fail(f"PREMIER_REQUIRE_REDIS=1 but {problem}")
         pytest.skip(problem)
     return REDIS_URL
+
+
+@pytest.fixture
+def own_redis(redis_url: str) -> Iterator[Any]:
+    """A redis-server of the test's own, on a free port (``_servers.RedisServer``): its data and command
+    statistics are the test's alone, and it may be stopped and restarted."""
+    import shutil
+
+    from _servers import redis_server
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
+    with redis_server() as server:
+        yield server
 
 
 @pytest.fixture

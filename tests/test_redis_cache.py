@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from _asgi import Backend, call, paths
-from _servers import RedisServer, redis_server
+from _servers import RedisServer
 from premier.asgi import ASGIGateway
 from premier.providers import GroupingProvider
 
@@ -42,15 +41,6 @@ async def two_workers(
 async def workers(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[ASGIGateway, ASGIGateway]]:
     async with two_workers(redis_url, redis_prefix) as pair:
         yield pair
-
-
-@pytest.fixture
-def own_redis(redis_url: str) -> Iterator[RedisServer]:
-    """A Redis of the test's own: its command statistics count this test's commands only."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH")
-    with redis_server() as server:
-        yield server
 
 
 async def cache_keys(gateway: ASGIGateway, keyspace: str) -> dict[bytes, bytes]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from _asgi import Backend, call, paths
-from _servers import RedisServer, redis_server
+from _servers import RedisServer
 from premier.asgi import ASGIGateway, GatewayConfig
 from premier.errors import BackendError
 from premier.features.ratelimit import FixedWindow, SlidingWindow
@@ -28,11 +27,8 @@ LONG = 1_000_000  # no fixed-window edge falls inside a test
 
 
 @pytest.fixture
-def server(redis_url: str) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH")
-    with redis_server() as server:
-        yield server
+def server(own_redis: RedisServer) -> RedisServer:
+    return own_redis
 
 
 def outage_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
