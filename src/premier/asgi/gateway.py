@@ -14,7 +14,7 @@ from premier.asgi.client import ClientIdentity
 from premier.asgi.exchange import ASGIApp, Exchange, Message, Receive, Scope, Send, error_body, send_error
 from premier.asgi.http_cache import CacheIndex
 from premier.asgi.policy import Route, compile_route
-from premier.asgi.router import Router, normalize_path
+from premier.asgi.router import Router
 from premier.asgi.shortcut import shortcut_for_app
 from premier.config.loader import build
 from premier.config.schema import FeaturesConfig, GatewayConfig, PathConfig, ServerConfig
@@ -264,7 +264,7 @@ class ASGIGateway:
         if compiled.dashboard is not None and compiled.dashboard.serves(raw_path):
             await compiled.dashboard(scope, receive, send)
             return
-        route, path, params = _match(compiled.router, scope, raw_path)
+        route, path, params = compiled.router.match(raw_path, scope.get("root_path", ""))
         if path is not raw_path and path != raw_path:
             # (The memo hands back the first request's string: an equal path is not a normalised one.)
             scope = self._normalised(scope, path)
@@ -323,7 +323,7 @@ class ASGIGateway:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         compiled = self._compiled
         raw_path = scope["path"]
-        route, path, _ = _match(compiled.router, scope, raw_path)
+        route, path, _ = compiled.router.match(raw_path, scope.get("root_path", ""))
         if path != raw_path:
             scope = self._normalised(scope, path)
         await compiled.websockets[route.pattern if route is not None else _UNMATCHED](scope, receive, send)
@@ -362,23 +362,6 @@ class ASGIGateway:
             await send(message)
 
         return lifespan_send
-
-
-def _match(router: Router[Route], scope: Scope, raw_path: str) -> tuple[Route | None, str, dict[str, str]]:
-    """``router.match`` for a request (HTTP or WebSocket), its dot segments kept within its ``root_path``."""
-    if ("/." in raw_path or "//" in raw_path) and scope.get("root_path"):
-        return router.match(_below_root(raw_path, scope["root_path"]))
-    return router.match(raw_path)
-
-
-def _below_root(path: str, root_path: str) -> str:
-    """``path`` with its part after the app's ``root_path`` resolved on its own: the app routes that
-    part, so a ``..`` must not climb out of the root (``/v1/../api/x`` is ``/v1/api/x``, not ``/api/x``,
-    which no policy written for ``/v1/api/*`` would match)."""
-    root = root_path.rstrip("/")
-    if not path.startswith(root + "/"):
-        return path
-    return root + normalize_path(path[len(root):])
 
 
 async def _close_pools(pools: Any) -> None:

@@ -53,6 +53,16 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts) + r"\n?\Z", re.DOTALL)
 
 
+def _below_root(path: str, root_path: str) -> str:
+    """``path`` with its part after the app's ``root_path`` resolved on its own: the app routes that
+    part, so a ``..`` must not climb out of the root (``/v1/../api/x`` is ``/v1/api/x``, not ``/api/x``,
+    which no policy written for ``/v1/api/*`` would match)."""
+    root = root_path.rstrip("/")
+    if ("//" not in path and "/." not in path) or not path.startswith(root + "/"):
+        return normalize_path(path)  # (the path itself when there is nothing to resolve)
+    return root + normalize_path(path[len(root):])
+
+
 def normalize_path(path: str) -> str:
     """``path`` with empty, ``.`` and ``..`` segments resolved (never above the root)."""
     if "//" not in path and "/." not in path:
@@ -88,19 +98,21 @@ class Router(Generic[T]):
         self._memo: dict[str, tuple[T | None, str, dict[str, str]]] = {}
         self._memo_size = memo_size
 
-    def match(self, raw_path: str) -> tuple[T | None, str, dict[str, str]]:
-        """``(target, normalised path, path parameters)``; the target is the default when nothing matches."""
+    def match(self, raw_path: str, root_path: str = "") -> tuple[T | None, str, dict[str, str]]:
+        """``(target, normalised path, path parameters)``; the target is the default when nothing matches.
+        ``root_path`` (ASGI's: where the app is mounted): dot segments resolve within the part after it.
+        (A path that needed resolving under a root is not memoised: the memo holds what any root gives.)"""
         found = self._memo.get(raw_path)
         if found is not None:
             return found
-        path = normalize_path(raw_path)
+        path = _below_root(raw_path, root_path) if root_path else normalize_path(raw_path)
         found = (self._default, path, {})
         for find, target in self._routes:
             m = find(path)
             if m is not None:
                 found = (target, path, {k: v for k, v in m.groupdict().items() if v is not None})
                 break
-        if len(raw_path) <= _MEMO_MAX_PATH:  # (a client's 60 KB path is not worth keeping)
+        if len(raw_path) <= _MEMO_MAX_PATH and (path is raw_path or not root_path):  # (not a client's 60 KB path)
             if len(self._memo) >= self._memo_size:
                 self._memo.clear()
             self._memo[raw_path] = found
