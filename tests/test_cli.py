@@ -134,27 +134,29 @@ def test_describe_features():
     )
 
 
+def checked(path, capsys, text):
+    """What ``premier check`` prints for ``text`` (written to ``path``), which it must accept."""
+    path.write_text(text, encoding="utf-8")
+    assert main(["check", str(path)]) == 0, capsys.readouterr()
+    out, err = capsys.readouterr()
+    return out + err
+
+
 def test_check_notes_a_cache_key_the_pattern_does_not_capture(tmp_path, capsys):
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
+    out = checked(tmp_path / "gateway.yaml", capsys,
         "premier:\n  paths:\n"
         "    - {pattern: '/users/*', features: {cache: {cache_key: 'user:{user_id}'}}}\n"
         "    - {pattern: '/items/{item_id}', features: {cache: {cache_key: 'item:{item_id}'}}}\n"
     )
-    assert main(["check", str(config)]) == 0
-    out = capsys.readouterr().out
     assert out.count("note: cache_key") == 1 and "{user_id} is not captured by the pattern" in out
 
 
 def test_check_notes_a_bucket_size_that_does_nothing(tmp_path, capsys):
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
+    out = checked(tmp_path / "gateway.yaml", capsys,
         "premier:\n  paths:\n"
         "    - {pattern: '/a', features: {rate_limit: {quota: 5, duration: 1, algorithm: sliding_window, bucket_size: 3}}}\n"
         "    - {pattern: '/b', features: {rate_limit: {quota: 5, duration: 1, algorithm: leaky_bucket, bucket_size: 3}}}\n"
     )
-    assert main(["check", str(config)]) == 0
-    out = capsys.readouterr().out
     assert out.count("note: rate_limit.bucket_size") == 1 and "ignored with sliding_window" in out
 
 
@@ -181,8 +183,4 @@ def test_every_configuration_in_the_readme_checks_without_a_note(tmp_path, capsy
     assert len(configurations) >= 3
     monkeypatch.setenv("PREMIER_DASHBOARD_TOKEN", "a-token-for-the-test")
     for number, text in enumerate(configurations):
-        path = tmp_path / f"readme-{number}.yaml"
-        path.write_text(text, encoding="utf-8")
-        assert main(["check", str(path)]) == 0, capsys.readouterr()
-        out, err = capsys.readouterr()
-        assert "note:" not in out + err, text
+        assert "note:" not in checked(tmp_path / f"readme-{number}.yaml", capsys, text), text
